@@ -1,0 +1,296 @@
+//! One line per RPC on stderr, as text or JSON lines (`--log-format`).
+//!
+//! Auditors read these lines to see exactly what crossed the wire, so every line
+//! has the same fields in the same order: time, peer, user, RPC, dataset, rows,
+//! bytes, milliseconds, status code, and the message of an error. Credentials
+//! never reach this module.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tonic::Code;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            other => Err(format!("unknown log format '{other}' (expected text or json)")),
+        }
+    }
+}
+
+/// Writes log lines; cheap to clone into every task.
+#[derive(Debug, Clone, Copy)]
+pub struct Logger {
+    format: Format,
+}
+
+impl Logger {
+    pub fn new(format: Format) -> Logger {
+        Logger { format }
+    }
+
+    /// A free-form event (startup, shutdown, skipped files).
+    pub fn event(&self, message: &str) {
+        let line = match self.format {
+            Format::Text => format!("{} {message}", timestamp(SystemTime::now())),
+            Format::Json => {
+                let mut s = String::from("{\"time\":");
+                push_json_str(&mut s, &timestamp(SystemTime::now()));
+                s.push_str(",\"event\":");
+                push_json_str(&mut s, message);
+                s.push('}');
+                s
+            }
+        };
+        emit(&line);
+    }
+
+    /// Starts the record of one RPC; it is written by [`Call::finish`].
+    pub fn call(&self, rpc: &'static str, peer: Option<std::net::SocketAddr>) -> Call {
+        Call {
+            logger: *self,
+            started: Instant::now(),
+            wall: SystemTime::now(),
+            rpc,
+            peer: peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            user: None,
+            dataset: None,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn emit(line: &str) {
+    // One write per line so lines from concurrent calls never interleave.
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+}
+
+/// The facts of one RPC, filled in as it runs.
+#[derive(Debug, Clone)]
+pub struct Call {
+    logger: Logger,
+    started: Instant,
+    wall: SystemTime,
+    rpc: &'static str,
+    peer: String,
+    pub user: Option<String>,
+    pub dataset: Option<String>,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Call {
+    pub fn dataset(&mut self, name: &str) {
+        self.dataset = Some(name.to_string());
+    }
+
+    /// Writes the line with the final status; `message` is the error text, if any.
+    pub fn finish(self, code: Code, message: &str) {
+        let line = self.render(code, message, self.started.elapsed());
+        emit(&line);
+    }
+
+    fn render(&self, code: Code, message: &str, elapsed: Duration) -> String {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let time = timestamp(self.wall);
+        let status = code_name(code);
+        match self.logger.format {
+            Format::Text => {
+                let mut s = format!(
+                    "{time} peer={} user={} rpc={} dataset={} rows={} bytes={} ms={ms:.1} status={status}",
+                    self.peer,
+                    self.user.as_deref().unwrap_or("-"),
+                    self.rpc,
+                    self.dataset.as_deref().map(quote_if_needed).unwrap_or_else(|| "-".into()),
+                    self.rows,
+                    self.bytes,
+                );
+                if !message.is_empty() {
+                    let _ = write!(s, " message={}", quote(message));
+                }
+                s
+            }
+            Format::Json => {
+                let mut s = String::from("{\"time\":");
+                push_json_str(&mut s, &time);
+                s.push_str(",\"peer\":");
+                push_json_str(&mut s, &self.peer);
+                s.push_str(",\"user\":");
+                match &self.user {
+                    Some(u) => push_json_str(&mut s, u),
+                    None => s.push_str("null"),
+                }
+                s.push_str(",\"rpc\":");
+                push_json_str(&mut s, self.rpc);
+                s.push_str(",\"dataset\":");
+                match &self.dataset {
+                    Some(d) => push_json_str(&mut s, d),
+                    None => s.push_str("null"),
+                }
+                let _ = write!(
+                    s,
+                    ",\"rows\":{},\"bytes\":{},\"ms\":{ms:.3},\"status\":",
+                    self.rows, self.bytes
+                );
+                push_json_str(&mut s, status);
+                if !message.is_empty() {
+                    s.push_str(",\"message\":");
+                    push_json_str(&mut s, message);
+                }
+                s.push('}');
+                s
+            }
+        }
+    }
+}
+
+/// The canonical gRPC name of a status code (`OK`, `NOT_FOUND`, ...).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn quote_if_needed(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && c != '"') {
+        s.to_string()
+    } else {
+        quote(s)
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.escape_debug())
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// RFC 3339 UTC time with milliseconds, without a date library.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_079_200_123);
+        assert_eq!(timestamp(t), "2025-11-25T14:00:00.123Z");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_lines_escape_and_carry_every_field() {
+        let logger = Logger::new(Format::Json);
+        let mut call = logger.call("DoGet", Some("127.0.0.1:9".parse().unwrap()));
+        call.dataset("we\"ird\n");
+        call.rows = 7;
+        call.bytes = 99;
+        let line = call.render(Code::NotFound, "dataset missing", Duration::from_millis(3));
+        assert!(line.starts_with("{\"time\":\""), "{line}");
+        for part in [
+            "\"peer\":\"127.0.0.1:9\"",
+            "\"user\":null",
+            "\"rpc\":\"DoGet\"",
+            "\"dataset\":\"we\\\"ird\\n\"",
+            "\"rows\":7",
+            "\"bytes\":99",
+            "\"ms\":3.000",
+            "\"status\":\"NOT_FOUND\"",
+            "\"message\":\"dataset missing\"",
+        ] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
+    }
+
+    #[test]
+    fn text_lines_have_fixed_fields() {
+        let logger = Logger::new(Format::Text);
+        let mut call = logger.call("DoPut", None);
+        call.dataset("uploaded.parquet");
+        call.rows = 3;
+        let line = call.render(Code::Ok, "", Duration::from_millis(12));
+        assert!(
+            line.ends_with(
+                "peer=- user=- rpc=DoPut dataset=uploaded.parquet rows=3 bytes=0 ms=12.0 status=OK"
+            ),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,682 @@
+//! The Flight RPCs: decode the request, ask the [`Store`], encode the reply.
+//!
+//! This is the only module that knows gRPC. Every handler follows one shape: log
+//! record opened, request checked, blocking work sent to a worker thread, reply
+//! streamed back through a bounded channel, log record closed with the final
+//! status. Errors become a `Status` only through `From<Error> for Status`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_ipc::writer::IpcWriteOptions;
+use prost::bytes::Bytes;
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::{self, wrappers::ReceiverStream, Stream};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::error::{Error, Result};
+use crate::ipc::{self, Decoded, Decoder, Encoder};
+use crate::log::{Call, Logger};
+use crate::proto::flight_descriptor::DescriptorType;
+use crate::proto::*;
+use crate::store::{self, DatasetInfo, Store};
+
+/// Tunables of the service; [`Limits::default`] is what `hangar serve` uses
+/// unless flags say otherwise.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted or sent (`--max-message-size`).
+    pub max_message_bytes: usize,
+    /// DoGet slices batches so each message body stays near this size. 2 MiB
+    /// keeps every message under the 4 MiB that gRPC clients accept by default.
+    pub target_message_bytes: usize,
+    /// Rows per batch read from Parquet.
+    pub batch_rows: usize,
+    /// Messages buffered between a worker and a gRPC stream, each way.
+    pub channel_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 64 * 1024 * 1024,
+            target_message_bytes: 2 * 1024 * 1024,
+            batch_rows: 64 * 1024,
+            channel_depth: 4,
+        }
+    }
+}
+
+/// The actions DoAction understands, with the description ListActions gives.
+const ACTIONS: &[(&str, &str)] = &[(
+    "drop_dataset",
+    "Delete a dataset. Body: the dataset name, UTF-8.",
+)];
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Flight service over one repository.
+#[derive(Debug, Clone)]
+pub struct Hangar {
+    store: Arc<Store>,
+    log: Logger,
+    limits: Limits,
+}
+
+impl Hangar {
+    pub fn new(store: Arc<Store>, log: Logger, limits: Limits) -> Hangar {
+        Hangar { store, log, limits }
+    }
+
+    /// Wraps the service for tonic, with the message size limit applied to both
+    /// directions.
+    pub fn into_server(self) -> FlightServiceServer<Hangar> {
+        let limit = self.limits.max_message_bytes;
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    fn call<T>(&self, rpc: &'static str, request: &Request<T>) -> Call {
+        self.log.call(rpc, request.remote_addr())
+    }
+
+    fn flight_info(&self, info: &DatasetInfo) -> Result<FlightInfo> {
+        Ok(FlightInfo {
+            schema: ipc::schema_to_ipc(&info.schema)?,
+            flight_descriptor: Some(path_descriptor(&info.name)),
+            endpoint: vec![FlightEndpoint {
+                ticket: Some(Ticket {
+                    ticket: Bytes::from(info.name.clone().into_bytes()),
+                }),
+                // Empty: the ticket is redeemed on this same server.
+                location: vec![],
+                expiration_time: None,
+                app_metadata: Bytes::new(),
+            }],
+            total_records: info.rows,
+            total_bytes: i64::try_from(info.bytes).unwrap_or(i64::MAX),
+            ordered: true,
+            app_metadata: Bytes::new(),
+        })
+    }
+
+    /// Looks up one dataset by descriptor, on a worker thread.
+    async fn describe(&self, call: &mut Call, descriptor: &FlightDescriptor) -> Result<DatasetInfo> {
+        let name = descriptor_name(descriptor)?;
+        call.dataset(&name);
+        let store = self.store.clone();
+        let info = blocking(move || store.info(&name)).await?;
+        call.rows = u64::try_from(info.rows).unwrap_or(0);
+        call.bytes = info.bytes;
+        Ok(info)
+    }
+}
+
+/// Logs the outcome of a unary call and converts its error.
+fn finish<T>(call: Call, result: Result<T>) -> Result<T, Status> {
+    match result {
+        Ok(value) => {
+            call.finish(Code::Ok, "");
+            Ok(value)
+        }
+        Err(err) => {
+            call.finish(err.code(), err.message());
+            Err(err.into())
+        }
+    }
+}
+
+/// Runs blocking work (file and Parquet I/O) on a worker thread. A panic there
+/// becomes an Internal error for this call, never a crash of the server.
+async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("worker failed: {e}")))?
+}
+
+fn path_descriptor(name: &str) -> FlightDescriptor {
+    FlightDescriptor {
+        r#type: DescriptorType::Path as i32,
+        cmd: Bytes::new(),
+        path: vec![name.to_string()],
+    }
+}
+
+/// The dataset a descriptor names: a PATH with exactly one valid element.
+pub fn descriptor_name(descriptor: &FlightDescriptor) -> Result<String> {
+    match DescriptorType::try_from(descriptor.r#type) {
+        Ok(DescriptorType::Path) => {}
+        Ok(DescriptorType::Cmd) => {
+            return Err(Error::InvalidArgument(
+                "CMD descriptors are not supported: use a PATH descriptor whose one \
+                 element is the dataset name"
+                    .into(),
+            ))
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "descriptor type {} is not PATH: use a PATH descriptor whose one element \
+                 is the dataset name",
+                descriptor.r#type
+            )))
+        }
+    }
+    match descriptor.path.as_slice() {
+        [name] => {
+            store::validate_name(name)?;
+            Ok(name.clone())
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "a PATH descriptor must have exactly one element, the dataset name; this one has {}",
+            other.len()
+        ))),
+    }
+}
+
+/// The dataset a ticket or an action body names (UTF-8 bytes).
+pub fn name_from_bytes(bytes: &[u8], what: &str) -> Result<String> {
+    let name = std::str::from_utf8(bytes).map_err(|_| {
+        Error::InvalidArgument(format!("the {what} is not UTF-8: it must be a dataset name"))
+    })?;
+    store::validate_name(name)?;
+    Ok(name.to_string())
+}
+
+/// Maps an error reading the client's stream: tonic's "too large" becomes the
+/// limit the operator can change, a vanished client becomes Cancelled.
+fn inbound_error(status: Status, limit: usize) -> Error {
+    match status.code() {
+        Code::OutOfRange if status.message().contains("too large") => {
+            let found = status
+                .message()
+                .split("found ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .unwrap_or("?");
+            Error::ResourceExhausted(format!(
+                "a message of {found} bytes exceeds --max-message-size ({limit} bytes); \
+                 send smaller batches or raise the server's limit"
+            ))
+        }
+        Code::Cancelled | Code::Unknown | Code::Unavailable => {
+            Error::Cancelled(format!("the client aborted the stream: {}", status.message()))
+        }
+        _ => Error::InvalidArgument(format!("reading the request stream: {}", status.message())),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Hangar {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<crate::proto::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let call = self.call("Handshake", &request);
+        // Without authentication there is nothing to trade: one empty answer, as
+        // Flight servers without auth give.
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        finish(call, Ok(()))?;
+        Ok(Response::new(Box::pin(tokio_stream::iter([Ok(reply)]))))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let mut call = self.call("ListFlights", &request);
+        let result = async {
+            // The criteria expression, if any, is a dataset name prefix.
+            let prefix = String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
+                Error::InvalidArgument(
+                    "ListFlights criteria must be a UTF-8 dataset name prefix".into(),
+                )
+            })?;
+            let store = self.store.clone();
+            let log = self.log;
+            let infos = blocking(move || {
+                store.list(&prefix, |name, err| {
+                    log.event(&format!("skipping '{name}' in listing: {err}"))
+                })
+            })
+            .await?;
+            let flights = infos
+                .iter()
+                .map(|info| self.flight_info(info))
+                .collect::<Result<Vec<_>>>()?;
+            call.rows = flights.len() as u64;
+            Ok(flights)
+        }
+        .await;
+        let flights = finish(call, result)?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(flights.into_iter().map(Ok)))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = self.call("GetFlightInfo", &request);
+        let result = async {
+            let info = self.describe(&mut call, request.get_ref()).await?;
+            self.flight_info(&info)
+        }
+        .await;
+        finish(call, result).map(Response::new)
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let mut call = self.call("PollFlightInfo", &request);
+        let result = async {
+            let info = self.describe(&mut call, request.get_ref()).await?;
+            // Datasets are complete when they exist: no retry descriptor, done.
+            Ok(PollInfo {
+                info: Some(self.flight_info(&info)?),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: None,
+            })
+        }
+        .await;
+        finish(call, result).map(Response::new)
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let mut call = self.call("GetSchema", &request);
+        let result = async {
+            let info = self.describe(&mut call, request.get_ref()).await?;
+            Ok(SchemaResult {
+                schema: ipc::schema_to_ipc(&info.schema)?,
+            })
+        }
+        .await;
+        finish(call, result).map(Response::new)
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let mut call = self.call("DoGet", &request);
+        let opened = async {
+            let name = name_from_bytes(&request.get_ref().ticket, "ticket")?;
+            call.dataset(&name);
+            let store = self.store.clone();
+            let rows = self.limits.batch_rows;
+            blocking(move || store.reader(&name, rows)).await
+        }
+        .await;
+        let (schema, reader) = match opened {
+            Ok(opened) => opened,
+            Err(err) => return Err(finish::<()>(call, Err(err)).unwrap_err()),
+        };
+        let (tx, rx) = mpsc::channel(self.limits.channel_depth);
+        let encoder = Encoder::new(
+            IpcWriteOptions::default(),
+            self.limits.target_message_bytes,
+            self.limits.max_message_bytes,
+        );
+        tokio::task::spawn_blocking(move || stream_dataset(schema, reader, encoder, tx, call));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let mut call = self.call("DoPut", &request);
+        let limit = self.limits.max_message_bytes;
+        let mut inbound = request.into_inner();
+        // The first message names the dataset; check it before anything is written.
+        let first = async {
+            let first = match inbound.message().await {
+                Ok(Some(first)) => first,
+                Ok(None) => {
+                    return Err(Error::InvalidArgument(
+                        "empty DoPut stream: the first message must carry a PATH descriptor \
+                         and the schema"
+                            .into(),
+                    ))
+                }
+                Err(status) => return Err(inbound_error(status, limit)),
+            };
+            let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the first DoPut message has no flight descriptor: it must name the dataset"
+                        .into(),
+                )
+            })?;
+            let name = descriptor_name(descriptor)?;
+            call.dataset(&name);
+            Ok((name, first))
+        }
+        .await;
+        let (name, first) = match first {
+            Ok(first) => first,
+            Err(err) => return Err(finish::<()>(call, Err(err)).unwrap_err()),
+        };
+
+        let (data_tx, data_rx) = mpsc::channel::<Inbound>(self.limits.channel_depth);
+        let (reply_tx, reply_rx) = mpsc::channel::<Result<PutResult, Status>>(1);
+        let store = self.store.clone();
+        let worker = tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx));
+
+        tokio::spawn(async move {
+            // Pump client messages to the worker until the stream ends, fails, or
+            // the worker stops listening (it failed and has its answer).
+            let mut stream_error = None;
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    // The caller is gone: hyper dropped our response stream.
+                    _ = reply_tx.closed() => Err(Status::cancelled("the client went away")),
+                };
+                match next {
+                    Ok(Some(message)) => {
+                        if data_tx.send(Inbound::Data(message)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        stream_error = Some(inbound_error(status, limit));
+                        break;
+                    }
+                }
+            }
+            // A clean end of stream is only trusted if the client is still there
+            // to hear the answer: tonic can report a reset like a normal end.
+            if stream_error.is_none() && reply_tx.is_closed() {
+                stream_error = Some(Error::Cancelled(
+                    "the client went away before the upload finished".into(),
+                ));
+            }
+            // If the worker already failed, its own error (bad batch, disk full)
+            // explains more than the aborted stream that followed it.
+            let verdict = match stream_error {
+                Some(err) => Inbound::Abort(err),
+                None => Inbound::Commit,
+            };
+            let _ = data_tx.send(verdict).await;
+            drop(data_tx);
+            let result = match worker.await {
+                Ok(result) => result,
+                Err(e) => Err(Error::Internal(format!("upload worker failed: {e}"))),
+            };
+            match result {
+                Ok(summary) => {
+                    call.rows = summary.rows;
+                    call.bytes = summary.bytes;
+                    let metadata = format!("{{\"rows\":{},\"bytes\":{}}}", summary.rows, summary.bytes);
+                    call.finish(Code::Ok, "");
+                    let _ = reply_tx
+                        .send(Ok(PutResult {
+                            app_metadata: Bytes::from(metadata),
+                        }))
+                        .await;
+                }
+                Err(err) => {
+                    call.finish(err.code(), err.message());
+                    let _ = reply_tx.send(Err(err.into())).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(reply_rx))))
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let call = self.call("DoExchange", &request);
+        finish(
+            call,
+            Err(Error::Unimplemented(
+                "DoExchange is not supported by hangar: upload with DoPut, download with DoGet"
+                    .into(),
+            )),
+        )
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let mut call = self.call("DoAction", &request);
+        let result = async {
+            let action = request.get_ref();
+            match action.r#type.as_str() {
+                "drop_dataset" => {
+                    let name = name_from_bytes(&action.body, "drop_dataset body")?;
+                    call.dataset(&name);
+                    let store = self.store.clone();
+                    let dropped = name.clone();
+                    // Eagerly, before the reply stream: clients that never read
+                    // the result (the cookbook's) still get the drop.
+                    blocking(move || store.drop_dataset(&dropped)).await?;
+                    let mut body = String::from("{\"dropped\":");
+                    body.push_str(&json_string(&name));
+                    body.push('}');
+                    Ok(vec![crate::proto::Result {
+                        body: Bytes::from(body),
+                    }])
+                }
+                other => {
+                    let known: Vec<&str> = ACTIONS.iter().map(|(name, _)| *name).collect();
+                    Err(Error::InvalidArgument(format!(
+                        "unknown action '{}'; available actions: {}",
+                        other.escape_debug(),
+                        known.join(", ")
+                    )))
+                }
+            }
+        }
+        .await;
+        let results = finish(call, result)?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(results.into_iter().map(Ok)))))
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let mut call = self.call("ListActions", &request);
+        call.rows = ACTIONS.len() as u64;
+        finish(call, Ok(()))?;
+        let actions = ACTIONS.iter().map(|(name, description)| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(actions))))
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The DoGet worker: reads row groups, encodes each batch, and hands messages
+/// to the gRPC stream through the bounded channel. `blocking_send` waits while
+/// the channel is full, so a slow client slows this reader, and fails once the
+/// client is gone, which stops the read promptly.
+fn stream_dataset(
+    schema: arrow_schema::SchemaRef,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    mut encoder: Encoder,
+    tx: mpsc::Sender<Result<FlightData, Status>>,
+    mut call: Call,
+) {
+    let send = |call: &mut Call, message: FlightData| -> Result<()> {
+        call.bytes += (message.data_header.len() + message.data_body.len()) as u64;
+        tx.blocking_send(Ok(message))
+            .map_err(|_| Error::Cancelled("the client went away during DoGet".into()))
+    };
+    let mut result = send(&mut call, encoder.schema(&schema));
+    let mut messages = Vec::new();
+    if result.is_ok() {
+        for batch in reader {
+            let step = batch
+                .map_err(|e| Error::Internal(format!("reading Parquet: {e}")))
+                .and_then(|batch| {
+                    call.rows += batch.num_rows() as u64;
+                    encoder.batch(&batch, &mut messages)
+                })
+                .and_then(|()| {
+                    messages
+                        .drain(..)
+                        .try_for_each(|message| send(&mut call, message))
+                });
+            if let Err(err) = step {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    match result {
+        Ok(()) => call.finish(Code::Ok, ""),
+        Err(err) => {
+            call.finish(err.code(), err.message());
+            let _ = tx.blocking_send(Err(err.into()));
+        }
+    }
+}
+
+/// What the DoPut pump hands the upload worker.
+enum Inbound {
+    Data(FlightData),
+    /// The stream ended cleanly and the client is still there: commit.
+    Commit,
+    /// The stream failed or the client vanished: discard the upload.
+    Abort(Error),
+}
+
+struct PutSummary {
+    rows: u64,
+    bytes: u64,
+}
+
+/// The DoPut worker: decodes messages and writes batches into a temporary file,
+/// committing only on an explicit [`Inbound::Commit`]. Any other ending drops
+/// the upload, which removes the temporary file and leaves the old dataset.
+fn ingest(
+    store: &Store,
+    name: &str,
+    first: FlightData,
+    mut rx: mpsc::Receiver<Inbound>,
+) -> Result<PutSummary> {
+    let mut decoder = Decoder::new();
+    let mut upload = None;
+    let mut next = Some(first);
+    loop {
+        if let Some(data) = next.take() {
+            match decoder.decode(&data)? {
+                Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
+                Decoded::Batch(batch) => match upload.as_mut() {
+                    Some(upload) => upload.write(&batch)?,
+                    None => {
+                        return Err(Error::Internal("a batch arrived with no upload open".into()))
+                    }
+                },
+                Decoded::Nothing => {}
+            }
+        }
+        match rx.blocking_recv() {
+            Some(Inbound::Data(data)) => next = Some(data),
+            Some(Inbound::Commit) => break,
+            Some(Inbound::Abort(err)) => return Err(err),
+            None => return Err(Error::Cancelled("the upload was abandoned".into())),
+        }
+    }
+    let upload = upload.ok_or_else(|| {
+        Error::InvalidArgument(
+            "the DoPut stream ended without a schema message: nothing to store".into(),
+        )
+    })?;
+    let rows = upload.rows();
+    let bytes = upload.commit()?;
+    Ok(PutSummary { rows, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_must_be_a_single_valid_path() {
+        let ok = path_descriptor("uploaded.parquet");
+        assert_eq!(descriptor_name(&ok).unwrap(), "uploaded.parquet");
+        let cmd = FlightDescriptor {
+            r#type: DescriptorType::Cmd as i32,
+            cmd: Bytes::from_static(b"SELECT 1"),
+            path: vec![],
+        };
+        assert!(descriptor_name(&cmd).unwrap_err().message().contains("CMD"));
+        let two = FlightDescriptor {
+            path: vec!["a".into(), "b".into()],
+            ..ok.clone()
+        };
+        assert!(descriptor_name(&two).unwrap_err().message().contains("exactly one"));
+        let none = FlightDescriptor {
+            path: vec![],
+            ..ok.clone()
+        };
+        assert!(descriptor_name(&none).unwrap_err().message().contains("has 0"));
+        let escape = FlightDescriptor {
+            path: vec!["../etc".into()],
+            ..ok
+        };
+        assert_eq!(descriptor_name(&escape).unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn tickets_must_be_utf8_names() {
+        assert_eq!(name_from_bytes(b"a.parquet", "ticket").unwrap(), "a.parquet");
+        assert!(name_from_bytes(b"\xff", "ticket").unwrap_err().message().contains("UTF-8"));
+        assert!(name_from_bytes(b"", "ticket").is_err());
+    }
+
+    #[test]
+    fn oversized_messages_name_the_flag() {
+        let status = Status::out_of_range(
+            "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
+        );
+        let err = inbound_error(status, 67108864);
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(err.message().contains("--max-message-size"), "{err}");
+        assert!(err.message().contains("70000000"), "{err}");
+    }
+}
