@@ -5,9 +5,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/Flight.proto");
     let fds = protox::compile(["Flight.proto"], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(false)
-        .bytes(".")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -43,9 +43,7 @@ impl Error {
         // ENOSPC (28), EFBIG (27) and EDQUOT (122) all mean "no room", whichever
         // way the kernel reports it.
         match err.raw_os_error() {
-            Some(28) | Some(122) => {
-                Error::ResourceExhausted(format!("{what}: disk full ({err})"))
-            }
+            Some(28) | Some(122) => Error::ResourceExhausted(format!("{what}: disk full ({err})")),
             Some(27) => Error::ResourceExhausted(format!("{what}: file too large ({err})")),
             _ if err.kind() == io::ErrorKind::StorageFull => {
                 Error::ResourceExhausted(format!("{what}: disk full ({err})"))

@@ -173,7 +173,9 @@ impl Decoder {
             if data.data_body.is_empty() {
                 return Ok(Decoded::Nothing);
             }
-            return Err(invalid("a FlightData message has a body but no data_header"));
+            return Err(invalid(
+                "a FlightData message has a body but no data_header",
+            ));
         }
         let message = arrow_ipc::root_as_message(&data.data_header)
             .map_err(|e| invalid(format!("data_header is not an IPC message: {e}")))?;
@@ -185,8 +187,9 @@ impl Decoder {
                          one upload has one schema",
                     ));
                 }
-                let schema = arrow_ipc::convert::try_schema_from_flatbuffer_bytes(&data.data_header)
-                    .map_err(|e| invalid(format!("invalid schema message: {e}")))?;
+                let schema =
+                    arrow_ipc::convert::try_schema_from_flatbuffer_bytes(&data.data_header)
+                        .map_err(|e| invalid(format!("invalid schema message: {e}")))?;
                 let schema = Arc::new(schema);
                 self.schema = Some(schema.clone());
                 Ok(Decoded::Schema(schema))
@@ -198,6 +201,10 @@ impl Decoder {
                 let batch = message
                     .header_as_dictionary_batch()
                     .ok_or_else(|| invalid("malformed dictionary batch header"))?;
+                let records = batch
+                    .data()
+                    .ok_or_else(|| invalid("dictionary batch without data"))?;
+                check_buffers(&records, data.data_body.len())?;
                 let body = arrow_buffer(&data.data_body);
                 arrow_ipc::reader::read_dictionary(
                     &body,
@@ -217,6 +224,7 @@ impl Decoder {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| invalid("malformed record batch header"))?;
+                check_buffers(&batch, data.data_body.len())?;
                 let body = arrow_buffer(&data.data_body);
                 let batch = arrow_ipc::reader::read_record_batch(
                     &body,
@@ -234,6 +242,34 @@ impl Decoder {
             ))),
         }
     }
+}
+
+/// Checks that every buffer the header declares lies inside the body. The IPC
+/// reader trusts these offsets (and panics on a bad one), so a client's
+/// truncated body or huge declared length must be caught here.
+fn check_buffers(batch: &arrow_ipc::RecordBatch, body_len: usize) -> Result<()> {
+    if batch.length() < 0 {
+        return Err(invalid(format!("negative row count {}", batch.length())));
+    }
+    for (i, buffer) in batch.buffers().into_iter().flatten().enumerate() {
+        let (offset, length) = (buffer.offset(), buffer.length());
+        let end = offset.checked_add(length);
+        let inside =
+            offset >= 0 && length >= 0 && end.is_some_and(|end| end as u64 <= body_len as u64);
+        if !inside {
+            return Err(invalid(format!(
+                "buffer {i} (offset {offset}, length {length}) lies outside the {body_len}-byte body"
+            )));
+        }
+    }
+    for (i, node) in batch.nodes().into_iter().flatten().enumerate() {
+        if node.length() < 0 || node.null_count() < 0 {
+            return Err(invalid(format!(
+                "field node {i} has a negative length or null count"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Wraps the body without copying when it is suitably aligned; otherwise the IPC
@@ -349,13 +385,19 @@ mod tests {
             data_header: Bytes::from_static(b"\x01\x02\x03garbage"),
             ..Default::default()
         };
-        assert_eq!(dec.decode(&garbage).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            dec.decode(&garbage).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         // Truncated body.
         let truncated = FlightData {
             data_body: batch_msg.data_body.slice(..4),
             ..batch_msg.clone()
         };
-        assert_eq!(dec.decode(&truncated).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            dec.decode(&truncated).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         // Every truncation of the header is an error or a valid message, never a panic.
         for cut in 0..batch_msg.data_header.len() {
             let data = FlightData {
@@ -368,8 +410,9 @@ mod tests {
 
     #[test]
     fn schema_ipc_bytes_roundtrip() {
-        let schema = Schema::new(vec![Field::new("n", DataType::Int64, true)])
-            .with_metadata(std::collections::HashMap::from([("k".to_string(), "v".to_string())]));
+        let schema = Schema::new(vec![Field::new("n", DataType::Int64, true)]).with_metadata(
+            std::collections::HashMap::from([("k".to_string(), "v".to_string())]),
+        );
         let bytes = schema_to_ipc(&schema).unwrap();
         assert_eq!(&bytes[..4], &[0xff; 4]);
         assert_eq!(schema_from_ipc(&bytes).unwrap(), schema);

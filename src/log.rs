@@ -25,7 +25,9 @@ impl std::str::FromStr for Format {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            other => Err(format!("unknown log format '{other}' (expected text or json)")),
+            other => Err(format!(
+                "unknown log format '{other}' (expected text or json)"
+            )),
         }
     }
 }

@@ -111,16 +111,23 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Short('h') | Long("help") => return Ok(Command::Help(SERVE_HELP)),
             Long("listen") => config.listen = parse_value(&mut parser, "--listen")?,
             Long("repo") => config.repo = parser.value()?.into(),
-            Long("compression") => config.codec = parse_value::<Codec>(&mut parser, "--compression")?,
+            Long("compression") => {
+                config.codec = parse_value::<Codec>(&mut parser, "--compression")?
+            }
             Long("max-message-size") => {
                 let bytes: usize = parse_value(&mut parser, "--max-message-size")?;
                 if bytes < 1024 {
-                    return Err(Usage("--max-message-size must be at least 1024 bytes".into()));
+                    return Err(Usage(
+                        "--max-message-size must be at least 1024 bytes".into(),
+                    ));
                 }
                 config.limits.max_message_bytes = bytes;
-                config.limits.target_message_bytes = config.limits.target_message_bytes.min(bytes / 2);
+                config.limits.target_message_bytes =
+                    config.limits.target_message_bytes.min(bytes / 2);
             }
-            Long("log-format") => config.log_format = parse_value::<Format>(&mut parser, "--log-format")?,
+            Long("log-format") => {
+                config.log_format = parse_value::<Format>(&mut parser, "--log-format")?
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }

@@ -5,4 +5,5 @@
 
 include!(concat!(env!("OUT_DIR"), "/arrow.flight.protocol.rs"));
 
+pub use flight_service_client::FlightServiceClient;
 pub use flight_service_server::{FlightService, FlightServiceServer};

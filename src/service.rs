@@ -102,7 +102,11 @@ impl Hangar {
     }
 
     /// Looks up one dataset by descriptor, on a worker thread.
-    async fn describe(&self, call: &mut Call, descriptor: &FlightDescriptor) -> Result<DatasetInfo> {
+    async fn describe(
+        &self,
+        call: &mut Call,
+        descriptor: &FlightDescriptor,
+    ) -> Result<DatasetInfo> {
         let name = descriptor_name(descriptor)?;
         call.dataset(&name);
         let store = self.store.clone();
@@ -181,7 +185,9 @@ pub fn descriptor_name(descriptor: &FlightDescriptor) -> Result<String> {
 /// The dataset a ticket or an action body names (UTF-8 bytes).
 pub fn name_from_bytes(bytes: &[u8], what: &str) -> Result<String> {
     let name = std::str::from_utf8(bytes).map_err(|_| {
-        Error::InvalidArgument(format!("the {what} is not UTF-8: it must be a dataset name"))
+        Error::InvalidArgument(format!(
+            "the {what} is not UTF-8: it must be a dataset name"
+        ))
     })?;
     store::validate_name(name)?;
     Ok(name.to_string())
@@ -203,9 +209,10 @@ fn inbound_error(status: Status, limit: usize) -> Error {
                  send smaller batches or raise the server's limit"
             ))
         }
-        Code::Cancelled | Code::Unknown | Code::Unavailable => {
-            Error::Cancelled(format!("the client aborted the stream: {}", status.message()))
-        }
+        Code::Cancelled | Code::Unknown | Code::Unavailable => Error::Cancelled(format!(
+            "the client aborted the stream: {}",
+            status.message()
+        )),
         _ => Error::InvalidArgument(format!("reading the request stream: {}", status.message())),
     }
 }
@@ -242,11 +249,12 @@ impl FlightService for Hangar {
         let mut call = self.call("ListFlights", &request);
         let result = async {
             // The criteria expression, if any, is a dataset name prefix.
-            let prefix = String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
-                Error::InvalidArgument(
-                    "ListFlights criteria must be a UTF-8 dataset name prefix".into(),
-                )
-            })?;
+            let prefix =
+                String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
+                    Error::InvalidArgument(
+                        "ListFlights criteria must be a UTF-8 dataset name prefix".into(),
+                    )
+                })?;
             let store = self.store.clone();
             let log = self.log;
             let infos = blocking(move || {
@@ -264,7 +272,9 @@ impl FlightService for Hangar {
         }
         .await;
         let flights = finish(call, result)?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(flights.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            flights.into_iter().map(Ok),
+        ))))
     }
 
     async fn get_flight_info(
@@ -428,7 +438,8 @@ impl FlightService for Hangar {
                 Ok(summary) => {
                     call.rows = summary.rows;
                     call.bytes = summary.bytes;
-                    let metadata = format!("{{\"rows\":{},\"bytes\":{}}}", summary.rows, summary.bytes);
+                    let metadata =
+                        format!("{{\"rows\":{},\"bytes\":{}}}", summary.rows, summary.bytes);
                     call.finish(Code::Ok, "");
                     let _ = reply_tx
                         .send(Ok(PutResult {
@@ -494,7 +505,9 @@ impl FlightService for Hangar {
         }
         .await;
         let results = finish(call, result)?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(results.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            results.into_iter().map(Ok),
+        ))))
     }
 
     async fn list_actions(
@@ -608,7 +621,9 @@ fn ingest(
                 Decoded::Batch(batch) => match upload.as_mut() {
                     Some(upload) => upload.write(&batch)?,
                     None => {
-                        return Err(Error::Internal("a batch arrived with no upload open".into()))
+                        return Err(Error::Internal(
+                            "a batch arrived with no upload open".into(),
+                        ))
                     }
                 },
                 Decoded::Nothing => {}
@@ -649,23 +664,38 @@ mod tests {
             path: vec!["a".into(), "b".into()],
             ..ok.clone()
         };
-        assert!(descriptor_name(&two).unwrap_err().message().contains("exactly one"));
+        assert!(descriptor_name(&two)
+            .unwrap_err()
+            .message()
+            .contains("exactly one"));
         let none = FlightDescriptor {
             path: vec![],
             ..ok.clone()
         };
-        assert!(descriptor_name(&none).unwrap_err().message().contains("has 0"));
+        assert!(descriptor_name(&none)
+            .unwrap_err()
+            .message()
+            .contains("has 0"));
         let escape = FlightDescriptor {
             path: vec!["../etc".into()],
             ..ok
         };
-        assert_eq!(descriptor_name(&escape).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            descriptor_name(&escape).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]
     fn tickets_must_be_utf8_names() {
-        assert_eq!(name_from_bytes(b"a.parquet", "ticket").unwrap(), "a.parquet");
-        assert!(name_from_bytes(b"\xff", "ticket").unwrap_err().message().contains("UTF-8"));
+        assert_eq!(
+            name_from_bytes(b"a.parquet", "ticket").unwrap(),
+            "a.parquet"
+        );
+        assert!(name_from_bytes(b"\xff", "ticket")
+            .unwrap_err()
+            .message()
+            .contains("UTF-8"));
         assert!(name_from_bytes(b"", "ticket").is_err());
     }
 

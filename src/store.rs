@@ -147,7 +147,9 @@ impl Store {
             // Another live server may share the folder: leave its uploads alone.
             let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
             let ours_or_orphaned = match owner {
-                Some(pid) => pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists(),
+                Some(pid) => {
+                    pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
+                }
                 None => true,
             };
             if ours_or_orphaned && fs::remove_file(entry.path()).is_ok() {
@@ -183,7 +185,12 @@ impl Store {
     pub fn info(&self, name: &str) -> Result<DatasetInfo> {
         let meta = self.regular_file_meta(name)?;
         let stamp = Stamp::of(&meta);
-        if let Some((cached, info)) = self.footers.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some((cached, info)) = self
+            .footers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             if *cached == stamp {
                 return Ok(info.clone());
             }
@@ -208,7 +215,11 @@ impl Store {
     /// Every readable dataset whose name starts with `prefix`, sorted by name.
     /// Hidden files, temporary files and files that are not Parquet are skipped
     /// (and reported through `skipped`), so one bad file never breaks a listing.
-    pub fn list(&self, prefix: &str, mut skipped: impl FnMut(&str, &Error)) -> Result<Vec<DatasetInfo>> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        mut skipped: impl FnMut(&str, &Error),
+    ) -> Result<Vec<DatasetInfo>> {
         let entries = fs::read_dir(&self.root)
             .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?;
         let mut names: Vec<String> = entries
@@ -251,7 +262,11 @@ impl Store {
     /// Opens a dataset for streaming, `batch_rows` rows per batch. The open file
     /// handle keeps this version readable even if the dataset is replaced or
     /// dropped while the read goes on.
-    pub fn reader(&self, name: &str, batch_rows: usize) -> Result<(SchemaRef, ParquetRecordBatchReader)> {
+    pub fn reader(
+        &self,
+        name: &str,
+        batch_rows: usize,
+    ) -> Result<(SchemaRef, ParquetRecordBatchReader)> {
         self.regular_file_meta(name)?;
         let file = self.open_file(name)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -343,7 +358,12 @@ pub fn validate_name(name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    let shown: String = name.chars().take(64).collect::<String>().escape_debug().to_string();
+    let shown: String = name
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
     Err(Error::InvalidArgument(format!(
         "invalid dataset name \"{shown}\": a name {rule}"
     )))
@@ -535,7 +555,10 @@ mod tests {
             assert_eq!(err.code(), Code::InvalidArgument, "{name:?}");
             assert!(err.message().contains(rule), "{name:?}: {err}");
         }
-        assert!(validate_name(&"x".repeat(256)).unwrap_err().message().contains("255"));
+        assert!(validate_name(&"x".repeat(256))
+            .unwrap_err()
+            .message()
+            .contains("255"));
         assert!(validate_name(&"x".repeat(255)).is_ok());
         assert!(validate_name("uploaded.parquet").is_ok());
         assert!(validate_name("données été.parquet").is_ok());
@@ -586,7 +609,9 @@ mod tests {
         fs::write(dir.path().join("junk.txt"), b"not parquet").unwrap();
         fs::write(dir.path().join(".hidden"), b"x").unwrap();
         let mut skipped = vec![];
-        let infos = store.list("", |name, _| skipped.push(name.to_string())).unwrap();
+        let infos = store
+            .list("", |name, _| skipped.push(name.to_string()))
+            .unwrap();
         let names: Vec<_> = infos.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["good"]);
         assert_eq!(skipped, ["junk.txt"]);
@@ -626,7 +651,10 @@ mod tests {
         std::os::unix::fs::symlink(&secret, dir.path().join("link")).unwrap();
         assert_eq!(store.info("link").unwrap_err().code(), Code::NotFound);
         assert!(store.reader("link", 10).is_err());
-        assert_eq!(store.drop_dataset("link").unwrap_err().code(), Code::NotFound);
+        assert_eq!(
+            store.drop_dataset("link").unwrap_err().code(),
+            Code::NotFound
+        );
         assert!(store.create("link", batch(&[1]).schema()).is_err());
         assert_eq!(fs::read(&secret).unwrap(), b"secret");
     }
