@@ -9,6 +9,7 @@
 //!   dictionaries, bodies).
 //! - [`store`] owns the repository folder: dataset names, atomic Parquet writes,
 //!   listing with a footer cache, reads, drops.
+//! - [`auth`] owns users, roles, Basic/Bearer headers and tokens (no gRPC inside).
 //! - [`error`] is the one error type, mapped to a gRPC status in one place.
 //! - [`server`] wires the service to a socket, logs, and shuts down gracefully.
 //! - [`log`] writes one line per RPC, as text or JSON.
@@ -17,6 +18,7 @@
 //! messages between those workers and gRPC streams through bounded channels, so a
 //! slow client slows the reader instead of growing memory.
 
+pub mod auth;
 pub mod error;
 pub mod ipc;
 pub mod log;

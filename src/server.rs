@@ -7,12 +7,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::auth::Authenticator;
 use crate::error::{Error, Result};
 use crate::log::{Format, Logger};
 use crate::service::{Hangar, Limits};
@@ -28,6 +30,41 @@ pub struct Config {
     pub log_format: Format,
     /// How long running calls may take to finish after shutdown begins.
     pub grace: Duration,
+    /// Users file (`--users`): when set, every RPC but Handshake needs a token.
+    pub users: Option<PathBuf>,
+    /// Lifetime of issued tokens (`--token-ttl`).
+    pub token_ttl: Duration,
+    /// TLS certificate and key (`--tls-cert`, `--tls-key`), and the CA that
+    /// client certificates must chain to (`--tls-client-ca`, mTLS).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn server_config(&self) -> Result<ServerTlsConfig> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path)
+                .map_err(|e| Error::io(format!("reading {what} {}", path.display()), e))
+        };
+        let identity = Identity::from_pem(
+            read(&self.cert, "--tls-cert")?,
+            read(&self.key, "--tls-key")?,
+        );
+        let mut config = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config
+                .client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?))
+                .client_auth_optional(false);
+        }
+        Ok(config)
+    }
 }
 
 impl Default for Config {
@@ -39,6 +76,9 @@ impl Default for Config {
             limits: Limits::default(),
             log_format: Format::Text,
             grace: Duration::from_secs(5),
+            users: None,
+            token_ttl: Duration::from_secs(12 * 3600),
+            tls: None,
         }
     }
 }
@@ -59,7 +99,12 @@ impl Bound {
 
     /// The address clients use, e.g. `grpc://127.0.0.1:8815`.
     pub fn uri(&self) -> Result<String> {
-        Ok(format!("grpc://{}", self.local_addr()?))
+        let scheme = if self.config.tls.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc"
+        };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
     }
 }
 
@@ -79,16 +124,36 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
+    let mut service = Hangar::new(store.clone(), log, config.limits.clone());
+    let scheme = if config.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    let access = match &config.users {
+        Some(path) => {
+            let auth = Arc::new(Authenticator::open(path, config.token_ttl)?);
+            spawn_reload_on_hangup(auth.clone(), log);
+            service = service.with_auth(auth);
+            format!("users from {}", path.display())
+        }
+        None => "no authentication: every client may read, write and drop".to_string(),
+    };
     log.event(&format!(
-        "serving repository {} on grpc://{addr} (no authentication: every client may read, write and drop)",
+        "serving repository {} on {scheme}://{addr} ({access})",
         store.root().display()
     ));
-    let service = Hangar::new(store.clone(), log, config.limits.clone()).into_server();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.server_config()?)
+            .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = Server::builder()
-        .add_service(service)
+    let serve = builder
+        .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -113,4 +178,26 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     }
     log.event("stopped");
     served.map_err(|e| Error::Internal(format!("server failed: {e}")))
+}
+
+/// Re-reads the users file on SIGHUP, so removed users lose access without a
+/// restart. A file that fails to load keeps the previous users in force.
+fn spawn_reload_on_hangup(auth: Arc<Authenticator>, log: Logger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        log.event("cannot listen for SIGHUP: the users file will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let auth = auth.clone();
+            match tokio::task::spawn_blocking(move || auth.reload()).await {
+                Ok(Ok(count)) => log.event(&format!("SIGHUP: reloaded users file ({count} users)")),
+                Ok(Err(err)) => log.event(&format!(
+                    "SIGHUP: users file not reloaded, keeping the previous users: {err}"
+                )),
+                Err(err) => log.event(&format!("SIGHUP: reload failed: {err}")),
+            }
+        }
+    });
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::{self, wrappers::ReceiverStream, Stream};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::auth::{self, Authenticator, Credentials, Operation, Principal};
 use crate::error::{Error, Result};
 use crate::ipc::{self, Decoded, Decoder, Encoder};
 use crate::log::{Call, Logger};
@@ -61,11 +62,24 @@ pub struct Hangar {
     store: Arc<Store>,
     log: Logger,
     limits: Limits,
+    /// `None`: the server is open, as the cookbook's first recipe.
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl Hangar {
     pub fn new(store: Arc<Store>, log: Logger, limits: Limits) -> Hangar {
-        Hangar { store, log, limits }
+        Hangar {
+            store,
+            log,
+            limits,
+            auth: None,
+        }
+    }
+
+    /// Requires a token (or Basic credentials) on every RPC but Handshake.
+    pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Hangar {
+        self.auth = Some(auth);
+        self
     }
 
     /// Wraps the service for tonic, with the message size limit applied to both
@@ -77,8 +91,108 @@ impl Hangar {
             .max_encoding_message_size(limit)
     }
 
+    /// Opens the log record of a call; with mTLS, the client certificate's
+    /// subject is the user until a token says otherwise.
     fn call<T>(&self, rpc: &'static str, request: &Request<T>) -> Call {
-        self.log.call(rpc, request.remote_addr())
+        let mut call = self.log.call(rpc, request.remote_addr());
+        call.user = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| auth::certificate_subject(c)));
+        call
+    }
+
+    /// Checks the caller may perform `op` and returns who it is. Without
+    /// `--users` everyone may, and nobody is named.
+    async fn authorize<T>(
+        &self,
+        call: &mut Call,
+        request: &Request<T>,
+        op: Operation,
+    ) -> Result<Option<Principal>> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let principal = self.authenticate(auth, request).await?;
+        call.user = Some(principal.user.clone());
+        principal.check(op)?;
+        Ok(Some(principal))
+    }
+
+    /// Who the request's credentials name: a bearer token (in `authorization` or,
+    /// for older clients, `auth-token-bin`), or Basic credentials.
+    async fn authenticate<T>(
+        &self,
+        auth: &Arc<Authenticator>,
+        request: &Request<T>,
+    ) -> Result<Principal> {
+        let metadata = request.metadata();
+        if let Some(value) = metadata.get("authorization") {
+            let peer = request.remote_addr().map(|a| a.ip());
+            return match auth::parse_authorization(value.as_bytes())? {
+                Credentials::Bearer(token) => auth.verify_token(&token),
+                Credentials::Basic { user, password } => {
+                    let auth = auth.clone();
+                    blocking(move || auth.login(&user, &password, peer)).await
+                }
+            };
+        }
+        if let Some(value) = metadata.get_bin("auth-token-bin") {
+            let token = value.to_bytes().map_err(|_| {
+                Error::Unauthenticated("auth-token-bin header is not valid base64".into())
+            })?;
+            let token = std::str::from_utf8(&token)
+                .map_err(|_| Error::Unauthenticated(auth::INVALID_TOKEN.into()))?;
+            return auth.verify_token(token);
+        }
+        Err(Error::Unauthenticated(auth::NO_CREDENTIALS.into()))
+    }
+
+    /// Handshake with authentication: Basic credentials from the header (the
+    /// cookbook's `authenticate_basic_token`), else a `BasicAuth` protobuf in the
+    /// first request's payload (older clients). Returns the principal and token.
+    async fn log_in(
+        &self,
+        auth: &Arc<Authenticator>,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<(Principal, String)> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let principal = match request.metadata().get("authorization") {
+            Some(value) => match auth::parse_authorization(value.as_bytes())? {
+                Credentials::Basic { user, password } => {
+                    let auth = auth.clone();
+                    blocking(move || auth.login(&user, &password, peer)).await?
+                }
+                Credentials::Bearer(token) => auth.verify_token(&token)?,
+            },
+            None => {
+                let mut stream = request.into_inner();
+                // A client that opens the stream and sends nothing must not hold
+                // a handler forever.
+                let first =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+                        .await
+                        .map_err(|_| Error::Unauthenticated(auth::NO_CREDENTIALS.into()))?
+                        .map_err(|s| {
+                            Error::Unauthenticated(format!(
+                                "reading the handshake: {}",
+                                s.message()
+                            ))
+                        })?;
+                let payload = first.map(|m| m.payload).unwrap_or_default();
+                if payload.is_empty() {
+                    return Err(Error::Unauthenticated(auth::NO_CREDENTIALS.into()));
+                }
+                let basic = <BasicAuth as prost::Message>::decode(payload).map_err(|_| {
+                    Error::Unauthenticated(
+                        "handshake payload is not a BasicAuth message (username, password)".into(),
+                    )
+                })?;
+                let auth = auth.clone();
+                blocking(move || auth.login(&basic.username, &basic.password, peer)).await?
+            }
+        };
+        let token = auth.issue(&principal)?;
+        Ok((principal, token))
     }
 
     fn flight_info(&self, info: &DatasetInfo) -> Result<FlightInfo> {
@@ -231,15 +345,35 @@ impl FlightService for Hangar {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let call = self.call("Handshake", &request);
-        // Without authentication there is nothing to trade: one empty answer, as
-        // Flight servers without auth give.
+        let mut call = self.call("Handshake", &request);
+        let Some(auth) = &self.auth else {
+            // Without authentication there is nothing to trade: one empty
+            // answer, as Flight servers without auth give.
+            finish(call, Ok(()))?;
+            let reply = HandshakeResponse {
+                protocol_version: 0,
+                payload: Bytes::new(),
+            };
+            return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(reply)]))));
+        };
+        let result = self.log_in(auth, request).await;
+        if let Ok((principal, _)) = &result {
+            call.user = Some(principal.user.clone());
+        }
+        let (_, token) = finish(call, result)?;
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        // The token goes both ways clients look for it: the response header
+        // (pyarrow's authenticate_basic_token) and the payload (FlightClient).
         let reply = HandshakeResponse {
             protocol_version: 0,
-            payload: Bytes::new(),
+            payload: Bytes::from(token.into_bytes()),
         };
-        finish(call, Ok(()))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter([Ok(reply)]))))
+        let mut response =
+            Response::new(Box::pin(tokio_stream::iter([Ok(reply)])) as Self::HandshakeStream);
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
     }
 
     async fn list_flights(
@@ -248,6 +382,8 @@ impl FlightService for Hangar {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut call = self.call("ListFlights", &request);
         let result = async {
+            self.authorize(&mut call, &request, Operation::ListFlights)
+                .await?;
             // The criteria expression, if any, is a dataset name prefix.
             let prefix =
                 String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
@@ -283,6 +419,8 @@ impl FlightService for Hangar {
     ) -> Result<Response<FlightInfo>, Status> {
         let mut call = self.call("GetFlightInfo", &request);
         let result = async {
+            self.authorize(&mut call, &request, Operation::GetFlightInfo)
+                .await?;
             let info = self.describe(&mut call, request.get_ref()).await?;
             self.flight_info(&info)
         }
@@ -296,6 +434,8 @@ impl FlightService for Hangar {
     ) -> Result<Response<PollInfo>, Status> {
         let mut call = self.call("PollFlightInfo", &request);
         let result = async {
+            self.authorize(&mut call, &request, Operation::PollFlightInfo)
+                .await?;
             let info = self.describe(&mut call, request.get_ref()).await?;
             // Datasets are complete when they exist: no retry descriptor, done.
             Ok(PollInfo {
@@ -315,6 +455,8 @@ impl FlightService for Hangar {
     ) -> Result<Response<SchemaResult>, Status> {
         let mut call = self.call("GetSchema", &request);
         let result = async {
+            self.authorize(&mut call, &request, Operation::GetSchema)
+                .await?;
             let info = self.describe(&mut call, request.get_ref()).await?;
             Ok(SchemaResult {
                 schema: ipc::schema_to_ipc(&info.schema)?,
@@ -330,6 +472,8 @@ impl FlightService for Hangar {
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let mut call = self.call("DoGet", &request);
         let opened = async {
+            self.authorize(&mut call, &request, Operation::DoGet)
+                .await?;
             let name = name_from_bytes(&request.get_ref().ticket, "ticket")?;
             call.dataset(&name);
             let store = self.store.clone();
@@ -357,6 +501,9 @@ impl FlightService for Hangar {
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut call = self.call("DoPut", &request);
         let limit = self.limits.max_message_bytes;
+        if let Err(err) = self.authorize(&mut call, &request, Operation::DoPut).await {
+            return Err(finish::<()>(call, Err(err)).unwrap_err());
+        }
         let mut inbound = request.into_inner();
         // The first message names the dataset; check it before anything is written.
         let first = async {
@@ -460,14 +607,18 @@ impl FlightService for Hangar {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let call = self.call("DoExchange", &request);
-        finish(
-            call,
-            Err(Error::Unimplemented(
+        let mut call = self.call("DoExchange", &request);
+        let result = match self
+            .authorize(&mut call, &request, Operation::DoExchange)
+            .await
+        {
+            Ok(_) => Err(Error::Unimplemented(
                 "DoExchange is not supported by hangar: upload with DoPut, download with DoGet"
                     .into(),
             )),
-        )
+            Err(err) => Err(err),
+        };
+        finish(call, result)
     }
 
     async fn do_action(
@@ -476,9 +627,15 @@ impl FlightService for Hangar {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let mut call = self.call("DoAction", &request);
         let result = async {
+            let principal = self
+                .authorize(&mut call, &request, Operation::DoAction)
+                .await?;
             let action = request.get_ref();
             match action.r#type.as_str() {
                 "drop_dataset" => {
+                    if let Some(principal) = &principal {
+                        principal.check(Operation::DropDataset)?;
+                    }
                     let name = name_from_bytes(&action.body, "drop_dataset body")?;
                     call.dataset(&name);
                     let store = self.store.clone();
@@ -516,7 +673,10 @@ impl FlightService for Hangar {
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let mut call = self.call("ListActions", &request);
         call.rows = ACTIONS.len() as u64;
-        finish(call, Ok(()))?;
+        let result = self
+            .authorize(&mut call, &request, Operation::ListActions)
+            .await;
+        finish(call, result.map(drop))?;
         let actions = ACTIONS.iter().map(|(name, description)| {
             Ok(ActionType {
                 r#type: name.to_string(),
