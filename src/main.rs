@@ -4,11 +4,13 @@
 //! cannot open the repository), 2 a usage error.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hangar::auth::{Role, Users};
 use hangar::log::Format;
-use hangar::server::{self, Config};
+use hangar::server::{self, Config, TlsFiles};
 use hangar::store::Codec;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -21,6 +23,7 @@ USAGE:
 
 COMMANDS:
     serve       Run the Flight server over a folder of Parquet files
+    user        Manage the users file (add, rm, list) for 'serve --users'
 
 OPTIONS:
     -h, --help       Print help (hangar <COMMAND> --help for a command's options)
@@ -47,7 +50,37 @@ OPTIONS:
     --max-message-size BYTES   Largest gRPC message accepted or sent
                                [default: 67108864 (64 MiB)]
     --log-format FORMAT        text or json [default: text]
+
+AUTHENTICATION AND TLS:
+    --users FILE               Require a login: users and roles from FILE (see
+                               'hangar user --help'). Re-read on SIGHUP.
+    --token-ttl DURATION       Lifetime of login tokens, e.g. 12h, 30m, 90s
+                               [default: 12h]
+    --tls-cert PEM             Serve grpc+tls:// with this certificate chain...
+    --tls-key PEM              ...and this private key
+    --tls-client-ca PEM        Require client certificates signed by this CA (mTLS)
+    --insecure-auth            Allow --users without TLS on a non-loopback
+                               address (passwords and tokens cross the network
+                               in clear text)
     -h, --help                 Print this help
+";
+
+const USER_HELP: &str = "\
+hangar user — manage the users file read by 'hangar serve --users FILE'
+
+USAGE:
+    hangar user add --users FILE NAME [--role read|write|admin]
+    hangar user rm --users FILE NAME
+    hangar user list --users FILE
+
+'add' reads the password from stdin (one line), or prompts for it without echo
+when stdin is a terminal. The file holds one 'name:role:<Argon2id hash>' line
+per user, is written atomically and has mode 0600; 'add' creates it if missing.
+
+ROLES:
+    read     ListFlights, GetFlightInfo, GetSchema, PollFlightInfo, DoGet, ListActions
+    write    read, plus DoPut                                    [default for add]
+    admin    write, plus the drop_dataset action
 ";
 
 /// A usage error: printed as one line, exit code 2.
@@ -63,6 +96,22 @@ enum Command {
     Help(&'static str),
     Version,
     Serve(Config),
+    User(UserCommand),
+}
+
+enum UserCommand {
+    Add {
+        users: PathBuf,
+        name: String,
+        role: Role,
+    },
+    Remove {
+        users: PathBuf,
+        name: String,
+    },
+    List {
+        users: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +133,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(config) => serve(config),
+        Command::User(command) => match user(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("hangar: {err}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
@@ -95,6 +151,7 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
         Some(Short('h') | Long("help")) => Ok(Command::Help(HELP)),
         Some(Short('V') | Long("version")) => Ok(Command::Version),
         Some(Value(cmd)) if cmd == "serve" => parse_serve(parser),
+        Some(Value(cmd)) if cmd == "user" => parse_user(parser),
         Some(Value(cmd)) => Err(Usage(format!(
             "unknown command '{}'",
             cmd.to_string_lossy()
@@ -106,6 +163,12 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
 fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
     use lexopt::prelude::*;
     let mut config = Config::default();
+    let (mut tls_cert, mut tls_key, mut tls_client_ca): (
+        Option<PathBuf>,
+        Option<PathBuf>,
+        Option<PathBuf>,
+    ) = (None, None, None);
+    let mut insecure_auth = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(SERVE_HELP)),
@@ -128,10 +191,167 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Long("log-format") => {
                 config.log_format = parse_value::<Format>(&mut parser, "--log-format")?
             }
+            Long("users") => config.users = Some(parser.value()?.into()),
+            Long("token-ttl") => {
+                let text: String = parse_value(&mut parser, "--token-ttl")?;
+                config.token_ttl = hangar::auth::parse_duration(&text)
+                    .map_err(|e| Usage(format!("invalid value for --token-ttl: {e}")))?;
+            }
+            Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
+            Long("tls-key") => tls_key = Some(parser.value()?.into()),
+            Long("tls-client-ca") => tls_client_ca = Some(parser.value()?.into()),
+            Long("insecure-auth") => insecure_auth = true,
             _ => return Err(arg.unexpected().into()),
         }
     }
+    config.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: tls_client_ca,
+        }),
+        (None, None) if tls_client_ca.is_none() => None,
+        (None, None) => {
+            return Err(Usage(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ))
+        }
+        _ => {
+            return Err(Usage(
+                "--tls-cert and --tls-key must be given together".into(),
+            ))
+        }
+    };
+    if config.users.is_some()
+        && config.tls.is_none()
+        && !config.listen.ip().is_loopback()
+        && !insecure_auth
+    {
+        return Err(Usage(format!(
+            "refusing --users on {} without TLS: passwords and tokens would cross the network \
+             in clear text; add --tls-cert/--tls-key, listen on a loopback address, or pass \
+             --insecure-auth",
+            config.listen
+        )));
+    }
     Ok(Command::Serve(config))
+}
+
+fn parse_user(mut parser: lexopt::Parser) -> Result<Command, Usage> {
+    use lexopt::prelude::*;
+    let action = match parser.next()? {
+        Some(Value(action)) => action.to_string_lossy().into_owned(),
+        Some(Short('h') | Long("help")) | None => return Ok(Command::Help(USER_HELP)),
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    let mut users: Option<PathBuf> = None;
+    let mut name: Option<String> = None;
+    let mut role = Role::Write;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(USER_HELP)),
+            Long("users") => users = Some(parser.value()?.into()),
+            Long("role") if action == "add" => role = parse_value(&mut parser, "--role")?,
+            Value(value) if name.is_none() && action != "list" => {
+                let value = value
+                    .into_string()
+                    .map_err(|_| Usage("the user name is not UTF-8".into()))?;
+                name = Some(value);
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let users = users.ok_or_else(|| Usage(format!("'hangar user {action}' needs --users FILE")))?;
+    let need_name = |name: Option<String>| {
+        name.ok_or_else(|| Usage(format!("'hangar user {action}' needs a user NAME")))
+    };
+    Ok(Command::User(match action.as_str() {
+        "add" => UserCommand::Add {
+            users,
+            name: need_name(name)?,
+            role,
+        },
+        "rm" => UserCommand::Remove {
+            users,
+            name: need_name(name)?,
+        },
+        "list" => UserCommand::List { users },
+        other => {
+            return Err(Usage(format!(
+                "unknown user command '{other}' (expected add, rm or list)"
+            )))
+        }
+    }))
+}
+
+fn user(command: UserCommand) -> Result<(), hangar::Error> {
+    match command {
+        UserCommand::Add { users, name, role } => {
+            let mut file = match Users::load(&users) {
+                Ok(file) => file,
+                // The first 'add' creates the file.
+                Err(err) if err.code() == tonic::Code::NotFound => Users::default(),
+                Err(err) => return Err(err),
+            };
+            if file.get(&name).is_some() {
+                return Err(hangar::Error::AlreadyExists(format!(
+                    "user '{name}' already exists in {}",
+                    users.display()
+                )));
+            }
+            let password = read_password(&name)?;
+            file.add(&name, role, &password)?;
+            file.save(&users)?;
+            eprintln!(
+                "added user '{name}' with role '{role}' to {}",
+                users.display()
+            );
+        }
+        UserCommand::Remove { users, name } => {
+            let mut file = Users::load(&users)?;
+            file.remove(&name)?;
+            file.save(&users)?;
+            eprintln!(
+                "removed user '{name}' from {} (a running server forgets it on SIGHUP)",
+                users.display()
+            );
+        }
+        UserCommand::List { users } => {
+            let file = Users::load(&users)?;
+            for user in file.iter() {
+                println!("{}\t{}", user.name, user.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The new user's password: prompted twice without echo on a terminal, else
+/// one line of stdin (for scripts).
+fn read_password(name: &str) -> Result<String, hangar::Error> {
+    use std::io::{BufRead, IsTerminal};
+    let io_err = |e: std::io::Error| hangar::Error::io("reading the password", e);
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first =
+            rpassword::prompt_password(format!("password for '{name}': ")).map_err(io_err)?;
+        let again = rpassword::prompt_password("again: ").map_err(io_err)?;
+        if first != again {
+            return Err(hangar::Error::InvalidArgument(
+                "the passwords do not match".into(),
+            ));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(io_err)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(hangar::Error::InvalidArgument(
+            "no password on stdin (expected one line)".into(),
+        ));
+    }
+    Ok(password)
 }
 
 /// Parses a flag's value, naming the flag in the error.
