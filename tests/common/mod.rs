@@ -1,0 +1,659 @@
+//! Shared helpers for the integration tests: a real `hangar serve` process on a
+//! loopback port over a temporary repository, plus small Flight client helpers.
+//!
+//! ```ignore
+//! let server = TestServer::builder().arg("--log-format").arg("json").start();
+//! let mut client = server.client().await;
+//! common::put(&mut client, "d", &[batch]).await.unwrap();
+//! ```
+//!
+//! Every wait here is bounded: a server that never prints its line, never exits,
+//! or a call that never returns fails the test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_schema::SchemaRef;
+use futures::{StreamExt, TryStreamExt};
+use prost::bytes::Bytes;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a server may take to print its listening line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to exit after SIGTERM or kill.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Budget for one whole async test body (see [`bounded`]).
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The prefix of hangar's temporary upload files.
+pub const TEMP_PREFIX: &str = ".hangar-tmp-";
+
+/// Path of the built `hangar` binary.
+pub fn hangar_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hangar")
+}
+
+/// Configures a [`TestServer`] before it starts.
+///
+/// By default the server gets `serve --listen 127.0.0.1:0 --repo <tempdir>/repo`
+/// followed by the extra [`arg`](TestServerBuilder::arg)s, runs in `<tempdir>`
+/// (so relative paths never touch the source tree) and writes stderr to
+/// `<tempdir>/stderr.log`.
+pub struct TestServerBuilder {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    args: Vec<OsString>,
+    default_args: bool,
+    envs: Vec<(OsString, Option<OsString>)>,
+    stdin: Option<Vec<u8>>,
+    startup_timeout: Duration,
+}
+
+impl TestServerBuilder {
+    /// Adds one argument after the defaults.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds several arguments after the defaults.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Drops the default `serve --listen 127.0.0.1:0 --repo DIR` arguments: the
+    /// caller passes every argument (including `serve`) with [`arg`](Self::arg).
+    /// The server must still print the listening line.
+    pub fn without_default_args(mut self) -> Self {
+        self.default_args = false;
+        self
+    }
+
+    /// Sets an environment variable for the server.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable for the server.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.envs.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Bytes written to the server's stdin (then closed). Without this, stdin is
+    /// `/dev/null`.
+    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// The repository folder the server will get (already created), so a test
+    /// can place files in it before the server starts.
+    pub fn repo_path(&self) -> &Path {
+        &self.repo
+    }
+
+    /// The temporary folder holding the repository and the stderr log; the
+    /// server's working directory. Handy for config or key files.
+    pub fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the server and waits (bounded) for its listening line. Panics with
+    /// the server's stderr if it exits or stays silent.
+    pub fn start(self) -> TestServer {
+        let stderr_path = self.dir.path().join("stderr.log");
+        let stderr = File::create(&stderr_path).expect("creating stderr.log");
+        let mut command = Command::new(hangar_bin());
+        if self.default_args {
+            command
+                .arg("serve")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--repo")
+                .arg(&self.repo);
+        }
+        command
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command.spawn().expect("spawning hangar");
+        if let Some(bytes) = self.stdin {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            // A server that never reads stdin must not block the test.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            });
+        }
+
+        // A reader thread hands over the first line, then keeps collecting the
+        // rest of stdout so tests can check nothing else was printed.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let rest = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (first_tx, first_rx) = mpsc::channel::<String>();
+        let rest_writer = rest.clone();
+        let stdout_thread = std::thread::spawn(move || {
+            let mut first_tx = Some(first_tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match first_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(line);
+                    }
+                    None => rest_writer.lock().unwrap().push(line),
+                }
+            }
+        });
+
+        let fail = |child: &mut Child, why: String| -> TestServer {
+            startup_failed(child, &stderr_path, &why)
+        };
+        let first = match first_rx.recv_timeout(self.startup_timeout) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let why = format!("no stdout line within {:?}", self.startup_timeout);
+                return fail(&mut child, why);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return fail(&mut child, "stdout closed before the listening line".into());
+            }
+        };
+        let uri = match first.strip_prefix("hangar listening on ") {
+            Some(uri) => uri.to_string(),
+            None => {
+                return fail(
+                    &mut child,
+                    format!("unexpected first stdout line {first:?}"),
+                )
+            }
+        };
+        let addr: SocketAddr = match uri.strip_prefix("grpc://").map(str::parse) {
+            Some(Ok(addr)) => addr,
+            _ => return fail(&mut child, format!("cannot parse an address from {uri:?}")),
+        };
+        TestServer {
+            child: Some(child),
+            addr,
+            uri,
+            first_line: first,
+            stdout_rest: rest,
+            stdout_thread: Some(stdout_thread),
+            stderr_path,
+            repo: self.repo,
+            exit_status: None,
+            dir: self.dir,
+        }
+    }
+}
+
+/// Kills a server that failed to start and panics with its stderr.
+fn startup_failed(child: &mut Child, stderr_path: &Path, why: &str) -> ! {
+    let _ = child.kill();
+    let status = wait_timeout(child, EXIT_TIMEOUT);
+    let log = std::fs::read_to_string(stderr_path).unwrap_or_default();
+    panic!("hangar did not start: {why} (exit status {status:?})\n--- stderr ---\n{log}");
+}
+
+/// A running `hangar serve` child process; killed (and reaped) on drop.
+pub struct TestServer {
+    child: Option<Child>,
+    /// The address the server listens on (127.0.0.1:PORT).
+    pub addr: SocketAddr,
+    /// The URI the server printed, e.g. `grpc://127.0.0.1:PORT`.
+    pub uri: String,
+    /// The first stdout line, verbatim.
+    pub first_line: String,
+    stdout_rest: Arc<Mutex<Vec<String>>>,
+    stdout_thread: Option<std::thread::JoinHandle<()>>,
+    stderr_path: PathBuf,
+    repo: PathBuf,
+    exit_status: Option<ExitStatus>,
+    // Last: removed after the child is gone.
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn builder() -> TestServerBuilder {
+        let dir = tempfile::Builder::new()
+            .prefix("hangar-test-")
+            .tempdir()
+            .expect("creating a temporary folder");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).expect("creating the repository folder");
+        TestServerBuilder {
+            dir,
+            repo,
+            args: Vec::new(),
+            default_args: true,
+            envs: Vec::new(),
+            stdin: None,
+            startup_timeout: STARTUP_TIMEOUT,
+        }
+    }
+
+    /// A server with the default arguments and nothing else.
+    pub fn start() -> TestServer {
+        TestServer::builder().start()
+    }
+
+    /// A server with extra arguments after the defaults.
+    pub fn start_with_args<I, S>(args: I) -> TestServer
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        TestServer::builder().args(args).start()
+    }
+
+    /// `http://127.0.0.1:PORT`, the form tonic endpoints want.
+    pub fn http_uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The repository folder.
+    pub fn repo(&self) -> &Path {
+        &self.repo
+    }
+
+    /// The temporary folder (server's working directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server already reaped").id()
+    }
+
+    /// A tonic channel to the server (connect bounded by a timeout).
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(self.http_uri())
+            .expect("endpoint URI")
+            .connect_timeout(Duration::from_secs(10));
+        tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
+            .await
+            .expect("connecting to hangar timed out")
+            .expect("connecting to hangar")
+    }
+
+    /// A plain arrow-flight client with default settings (4 MiB decoding limit).
+    pub async fn client(&self) -> FlightClient {
+        FlightClient::new(self.channel().await)
+    }
+
+    /// Path of the file collecting the server's stderr.
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr_path
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until stderr satisfies `done`, returning it; panics with
+    /// the log on timeout. Log lines are written as calls finish, which can be
+    /// a moment after the client saw the reply.
+    pub fn wait_for_stderr(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if done(&log) {
+                return log;
+            }
+            if Instant::now() >= deadline {
+                panic!("stderr never showed {what}\n--- stderr ---\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stdout lines after the listening line (complete only once the server has
+    /// exited, see [`terminate`](Self::terminate)).
+    pub fn stdout_rest(&self) -> Vec<String> {
+        self.stdout_rest.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM (with the `kill` command) and waits, bounded, for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`...) without waiting.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits, bounded, for the server to exit by itself; panics (after killing
+    /// it) if it does not. Also waits for stdout to be fully read.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit_status {
+            return status;
+        }
+        let child = self.child.as_mut().expect("server already reaped");
+        let status = match wait_timeout(child, EXIT_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = wait_timeout(child, EXIT_TIMEOUT);
+                panic!(
+                    "hangar did not exit within {EXIT_TIMEOUT:?}\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+        };
+        self.exit_status = Some(status);
+        if let Some(thread) = self.stdout_thread.take() {
+            // The pipe is closed once the process is gone.
+            let _ = thread.join();
+        }
+        status
+    }
+
+    /// Names of the `.hangar-tmp-*` files in the repository.
+    pub fn temp_files(&self) -> Vec<String> {
+        temp_files(&self.repo)
+    }
+
+    /// Names of every entry in the repository, sorted.
+    pub fn repo_entries(&self) -> Vec<String> {
+        dir_entries(&self.repo)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.exit_status.is_none() {
+                let _ = child.kill();
+                let _ = wait_timeout(&mut child, EXIT_TIMEOUT);
+            }
+        }
+    }
+}
+
+/// Polls a child until it exits or `timeout` passes.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => return None,
+        }
+    }
+}
+
+/// Runs `hangar ARGS` to completion (bounded) and returns its output. For
+/// commands that exit on their own (help, version, usage errors).
+pub fn run_hangar<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_hangar_with(args, &[], None)
+}
+
+/// [`run_hangar`] with extra environment variables and a working directory.
+pub fn run_hangar_with<I, S>(args: I, envs: &[(&str, &str)], cwd: Option<&Path>) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out_dir = tempfile::tempdir().expect("temporary folder");
+    let out_path = out_dir.path().join("stdout");
+    let err_path = out_dir.path().join("stderr");
+    let mut command = Command::new(hangar_bin());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap());
+    command.current_dir(cwd.unwrap_or(out_dir.path()));
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawning hangar");
+    let status = match wait_timeout(&mut child, EXIT_TIMEOUT) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = wait_timeout(&mut child, EXIT_TIMEOUT);
+            panic!(
+                "hangar did not exit within {EXIT_TIMEOUT:?}; stderr: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
+
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    dir_entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(TEMP_PREFIX))
+        .collect()
+}
+
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading the repository")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs a test body with an overall time limit, so a stuck call fails the test.
+pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
+    match tokio::time::timeout(TEST_TIMEOUT, body).await {
+        Ok(out) => out,
+        Err(_) => panic!("test body did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
+
+/// A PATH descriptor with one element.
+pub fn path(name: &str) -> FlightDescriptor {
+    FlightDescriptor::new_path(vec![name.to_string()])
+}
+
+pub fn ticket(name: &str) -> Ticket {
+    Ticket {
+        ticket: Bytes::from(name.as_bytes().to_vec()),
+    }
+}
+
+/// The gRPC status inside a client error; panics on any other kind of error.
+pub fn status_of(err: FlightError) -> tonic::Status {
+    match err {
+        FlightError::Tonic(status) => *status,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// What DoPut's PutResult says, parsed from `{"rows":N,"bytes":M}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutSummary {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Extracts an unsigned integer field from a flat JSON object (no serde).
+pub fn json_u64(json: &str, key: &str) -> Option<u64> {
+    let needle = format!("\"{key}\":");
+    let start = json.find(&needle)? + needle.len();
+    let digits: String = json[start..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+pub fn parse_put_result(app_metadata: &[u8]) -> PutSummary {
+    let text = std::str::from_utf8(app_metadata).expect("PutResult metadata is UTF-8");
+    let rows = json_u64(text, "rows").unwrap_or_else(|| panic!("no rows in {text:?}"));
+    let bytes = json_u64(text, "bytes").unwrap_or_else(|| panic!("no bytes in {text:?}"));
+    PutSummary { rows, bytes }
+}
+
+/// Sends already-encoded FlightData messages with DoPut and collects every
+/// PutResult; an error from the call or from the reply stream is returned.
+pub async fn put_flight_data(
+    client: &mut FlightClient,
+    messages: Vec<arrow_flight::FlightData>,
+) -> Result<Vec<arrow_flight::PutResult>, tonic::Status> {
+    let input = futures::stream::iter(messages.into_iter().map(Ok));
+    let replies = client.do_put(input).await.map_err(status_of)?;
+    replies.try_collect().await.map_err(status_of)
+}
+
+/// Encodes `batches` (schema from `schema`, dictionaries resent as they are)
+/// with arrow-flight's encoder, the first message carrying the PATH
+/// descriptor `name`.
+pub async fn encode(
+    name: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Vec<arrow_flight::FlightData> {
+    encode_with(FlightDataEncoderBuilder::new(), name, schema, batches).await
+}
+
+pub async fn encode_with(
+    builder: FlightDataEncoderBuilder,
+    name: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Vec<arrow_flight::FlightData> {
+    let owned: Vec<RecordBatch> = batches.to_vec();
+    let input = futures::stream::iter(owned.into_iter().map(Ok));
+    builder
+        .with_schema(schema)
+        .with_dictionary_handling(arrow_flight::encode::DictionaryHandling::Resend)
+        .with_flight_descriptor(Some(path(name)))
+        .build(input)
+        .try_collect()
+        .await
+        .expect("encoding batches as FlightData")
+}
+
+/// Uploads `batches` as dataset `name` and expects exactly one PutResult.
+pub async fn put(
+    client: &mut FlightClient,
+    name: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<PutSummary, tonic::Status> {
+    let messages = encode(name, schema, batches).await;
+    let results = put_flight_data(client, messages).await?;
+    assert_eq!(results.len(), 1, "DoPut must reply with one PutResult");
+    Ok(parse_put_result(&results[0].app_metadata))
+}
+
+/// Reads dataset `name` with DoGet: (schema, batches).
+pub async fn get(
+    client: &mut FlightClient,
+    name: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), tonic::Status> {
+    let mut stream = client.do_get(ticket(name)).await.map_err(status_of)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(status_of)?);
+    }
+    let schema = stream
+        .schema()
+        .cloned()
+        .expect("DoGet stream carried no schema");
+    Ok((schema, batches))
+}
+
+/// Asserts that two batch sequences hold the same rows in the same order (and
+/// the same schema), however the rows are cut into batches.
+pub fn assert_same_rows(expected: &[RecordBatch], got: &[RecordBatch]) {
+    let total = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
+    assert_eq!(total(expected), total(got), "row counts differ");
+    let (mut i, mut i_off, mut j, mut j_off) = (0, 0, 0, 0);
+    while i < expected.len() && j < got.len() {
+        let n = (expected[i].num_rows() - i_off).min(got[j].num_rows() - j_off);
+        if n > 0 {
+            let want = expected[i].slice(i_off, n);
+            let have = got[j].slice(j_off, n);
+            assert_eq!(
+                want.schema(),
+                have.schema(),
+                "schemas differ (batch {i} vs {j})"
+            );
+            assert!(
+                want == have,
+                "rows differ: expected batch {i} rows {i_off}.., got batch {j} rows {j_off}.. \
+                 ({n} rows compared)"
+            );
+        }
+        i_off += n;
+        j_off += n;
+        if i_off == expected[i].num_rows() {
+            i += 1;
+            i_off = 0;
+        }
+        if j_off == got[j].num_rows() {
+            j += 1;
+            j_off = 0;
+        }
+    }
+}
+
+/// Key/value pairs as a metadata map.
+pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
