@@ -193,11 +193,25 @@ fn quote_if_needed(s: &str) -> String {
     }
 }
 
+/// Double-quotes a value for a text line, escaping only what would break the
+/// line or the quoting (quotes, backslashes, control characters).
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.escape_debug())
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string literal (quoted, escaped).
+pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -279,6 +293,12 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
+    }
+
+    #[test]
+    fn text_messages_keep_apostrophes_and_escape_quotes() {
+        assert_eq!(quote("user 'a'"), "\"user 'a'\"");
+        assert_eq!(quote("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
     }
 
     #[test]

@@ -10,8 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::Authenticator;
@@ -37,7 +44,15 @@ pub struct Config {
     /// TLS certificate and key (`--tls-cert`, `--tls-key`), and the CA that
     /// client certificates must chain to (`--tls-client-ca`, mTLS).
     pub tls: Option<TlsFiles>,
+    /// Refuse uploads whose Parquet file would exceed this (`--max-dataset-bytes`).
+    pub max_dataset_bytes: Option<u64>,
+    /// Open connections at once (`--max-connections`); more are closed at once.
+    pub max_connections: usize,
 }
+
+/// Largest header block a client may send; Flight headers are tiny, so this
+/// only stops abuse.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// PEM files for TLS.
 #[derive(Debug, Clone)]
@@ -79,6 +94,8 @@ impl Default for Config {
             users: None,
             token_ttl: Duration::from_secs(12 * 3600),
             tls: None,
+            max_dataset_bytes: None,
+            max_connections: 1024,
         }
     }
 }
@@ -120,7 +137,7 @@ pub async fn bind(config: Config) -> Result<Bound> {
 pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()> {
     let Bound { listener, config } = bound;
     let log = Logger::new(config.log_format);
-    let store = Store::open(&config.repo, config.codec)?;
+    let store = Store::open_limited(&config.repo, config.codec, config.max_dataset_bytes)?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
@@ -143,9 +160,9 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         "serving repository {} on {scheme}://{addr} ({access})",
         store.root().display()
     ));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = limit_connections(listener, config.max_connections, log);
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls.server_config()?)
@@ -200,4 +217,109 @@ fn spawn_reload_on_hangup(auth: Arc<Authenticator>, log: Logger) {
             }
         }
     });
+}
+
+/// Accepts connections while fewer than `max` are open; past that, new ones are
+/// closed at once (the client sees Unavailable) instead of queueing.
+fn limit_connections(
+    listener: TcpListener,
+    max: usize,
+    log: Logger,
+) -> ReceiverStream<io::Result<Limited>> {
+    let slots = Arc::new(Semaphore::new(max.max(1)));
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                // The server stopped listening: stop accepting too.
+                () = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    log.event(&format!("accept failed: {err}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let peer = stream
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                log.event(&format!(
+                    "refusing connection from {peer}: --max-connections ({max}) reached"
+                ));
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            if tx
+                .send(Ok(Limited {
+                    stream,
+                    _permit: permit,
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A connection holding one of the `--max-connections` slots until it closes.
+struct Limited {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Limited {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }

@@ -7,10 +7,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_ipc::writer::IpcWriteOptions;
 use prost::bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::tokio_stream::{self, wrappers::ReceiverStream, Stream};
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -35,6 +36,11 @@ pub struct Limits {
     pub batch_rows: usize,
     /// Messages buffered between a worker and a gRPC stream, each way.
     pub channel_depth: usize,
+    /// A stream that moves nothing for this long is aborted (`--idle-timeout`):
+    /// an upload that stops sending, a download that stops reading.
+    pub idle_timeout: Duration,
+    /// Calls served at once (`--max-concurrent-calls`); beyond, ResourceExhausted.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,8 @@ impl Default for Limits {
             target_message_bytes: 2 * 1024 * 1024,
             batch_rows: 64 * 1024,
             channel_depth: 4,
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_calls: 256,
         }
     }
 }
@@ -64,15 +72,20 @@ pub struct Hangar {
     limits: Limits,
     /// `None`: the server is open, as the cookbook's first recipe.
     auth: Option<Arc<Authenticator>>,
+    /// One permit per running call; streaming calls hold theirs until the
+    /// stream ends, so the limit counts real work, not just handler entry.
+    calls: Arc<Semaphore>,
 }
 
 impl Hangar {
     pub fn new(store: Arc<Store>, log: Logger, limits: Limits) -> Hangar {
+        let calls = Arc::new(Semaphore::new(limits.max_concurrent_calls.max(1)));
         Hangar {
             store,
             log,
             limits,
             auth: None,
+            calls,
         }
     }
 
@@ -99,6 +112,19 @@ impl Hangar {
             .peer_certs()
             .and_then(|certs| certs.first().and_then(|c| auth::certificate_subject(c)));
         call
+    }
+
+    /// Takes a slot for one call, or answers ResourceExhausted at once: under
+    /// overload, a quick refusal beats an unbounded queue.
+    fn admit(&self, call: &Call) -> Result<OwnedSemaphorePermit, Status> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            let err = Error::ResourceExhausted(format!(
+                "server busy: {} calls already running (--max-concurrent-calls); retry shortly",
+                self.limits.max_concurrent_calls
+            ));
+            call.clone().finish(err.code(), err.message());
+            err.into()
+        })
     }
 
     /// Checks the caller may perform `op` and returns who it is. Without
@@ -346,6 +372,7 @@ impl FlightService for Hangar {
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
         let mut call = self.call("Handshake", &request);
+        let _permit = self.admit(&call)?;
         let Some(auth) = &self.auth else {
             // Without authentication there is nothing to trade: one empty
             // answer, as Flight servers without auth give.
@@ -381,6 +408,7 @@ impl FlightService for Hangar {
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let mut call = self.call("ListFlights", &request);
+        let _permit = self.admit(&call)?;
         let result = async {
             self.authorize(&mut call, &request, Operation::ListFlights)
                 .await?;
@@ -418,6 +446,7 @@ impl FlightService for Hangar {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let mut call = self.call("GetFlightInfo", &request);
+        let _permit = self.admit(&call)?;
         let result = async {
             self.authorize(&mut call, &request, Operation::GetFlightInfo)
                 .await?;
@@ -433,6 +462,7 @@ impl FlightService for Hangar {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
         let mut call = self.call("PollFlightInfo", &request);
+        let _permit = self.admit(&call)?;
         let result = async {
             self.authorize(&mut call, &request, Operation::PollFlightInfo)
                 .await?;
@@ -454,6 +484,7 @@ impl FlightService for Hangar {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let mut call = self.call("GetSchema", &request);
+        let _permit = self.admit(&call)?;
         let result = async {
             self.authorize(&mut call, &request, Operation::GetSchema)
                 .await?;
@@ -471,6 +502,7 @@ impl FlightService for Hangar {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let mut call = self.call("DoGet", &request);
+        let permit = self.admit(&call)?;
         let opened = async {
             self.authorize(&mut call, &request, Operation::DoGet)
                 .await?;
@@ -486,13 +518,30 @@ impl FlightService for Hangar {
             Err(err) => return Err(finish::<()>(call, Err(err)).unwrap_err()),
         };
         let (tx, rx) = mpsc::channel(self.limits.channel_depth);
+        let abort = Arc::new(std::sync::Mutex::new(None));
         let encoder = Encoder::new(
             IpcWriteOptions::default(),
             self.limits.target_message_bytes,
             self.limits.max_message_bytes,
         );
-        tokio::task::spawn_blocking(move || stream_dataset(schema, reader, encoder, tx, call));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let idle = self.limits.idle_timeout;
+        let runtime = tokio::runtime::Handle::current();
+        let worker_abort = abort.clone();
+        tokio::task::spawn_blocking(move || {
+            let outbound = Outbound {
+                tx,
+                idle,
+                runtime,
+                abort: worker_abort,
+            };
+            stream_dataset(schema, reader, encoder, &outbound, call);
+            drop(permit);
+        });
+        Ok(Response::new(Box::pin(Abortable {
+            rx,
+            abort,
+            done: false,
+        })))
     }
 
     async fn do_put(
@@ -500,6 +549,7 @@ impl FlightService for Hangar {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut call = self.call("DoPut", &request);
+        let permit = self.admit(&call)?;
         let limit = self.limits.max_message_bytes;
         if let Err(err) = self.authorize(&mut call, &request, Operation::DoPut).await {
             return Err(finish::<()>(call, Err(err)).unwrap_err());
@@ -534,6 +584,7 @@ impl FlightService for Hangar {
             Err(err) => return Err(finish::<()>(call, Err(err)).unwrap_err()),
         };
 
+        let idle = self.limits.idle_timeout;
         let (data_tx, data_rx) = mpsc::channel::<Inbound>(self.limits.channel_depth);
         let (reply_tx, reply_rx) = mpsc::channel::<Result<PutResult, Status>>(1);
         let store = self.store.clone();
@@ -543,9 +594,20 @@ impl FlightService for Hangar {
             // Pump client messages to the worker until the stream ends, fails, or
             // the worker stops listening (it failed and has its answer).
             let mut stream_error = None;
+            let _permit = permit;
             loop {
                 let next = tokio::select! {
-                    next = inbound.message() => next,
+                    next = tokio::time::timeout(idle, inbound.message()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            stream_error = Some(Error::DeadlineExceeded(format!(
+                                "no data for {} s: upload aborted (--idle-timeout); the previous \
+                                 version is kept",
+                                idle.as_secs()
+                            )));
+                            break;
+                        }
+                    },
                     // The caller is gone: hyper dropped our response stream.
                     _ = reply_tx.closed() => Err(Status::cancelled("the client went away")),
                 };
@@ -608,6 +670,7 @@ impl FlightService for Hangar {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let mut call = self.call("DoExchange", &request);
+        let _permit = self.admit(&call)?;
         let result = match self
             .authorize(&mut call, &request, Operation::DoExchange)
             .await
@@ -626,6 +689,7 @@ impl FlightService for Hangar {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let mut call = self.call("DoAction", &request);
+        let _permit = self.admit(&call)?;
         let result = async {
             let principal = self
                 .authorize(&mut call, &request, Operation::DoAction)
@@ -644,7 +708,7 @@ impl FlightService for Hangar {
                     // the result (the cookbook's) still get the drop.
                     blocking(move || store.drop_dataset(&dropped)).await?;
                     let mut body = String::from("{\"dropped\":");
-                    body.push_str(&json_string(&name));
+                    crate::log::push_json_str(&mut body, &name);
                     body.push('}');
                     Ok(vec![crate::proto::Result {
                         body: Bytes::from(body),
@@ -672,6 +736,7 @@ impl FlightService for Hangar {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let mut call = self.call("ListActions", &request);
+        let _permit = self.admit(&call)?;
         call.rows = ACTIONS.len() as u64;
         let result = self
             .authorize(&mut call, &request, Operation::ListActions)
@@ -687,36 +752,48 @@ impl FlightService for Hangar {
     }
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+/// The DoGet worker's end of the bounded channel to the gRPC stream.
+struct Outbound {
+    tx: mpsc::Sender<Result<FlightData, Status>>,
+    idle: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Set when the worker gives up while the channel is full: the stream
+    /// then ends with this error instead of looking complete.
+    abort: Arc<std::sync::Mutex<Option<Status>>>,
+}
+
+impl Outbound {
+    /// Waits while the channel is full, so a slow client slows this reader; fails
+    /// once the client is gone (which stops the read promptly) or has not read
+    /// anything for the idle timeout (so a stalled reader cannot pin a worker).
+    fn send(&self, item: Result<FlightData, Status>) -> Result<()> {
+        use tokio::sync::mpsc::error::SendTimeoutError;
+        self.runtime
+            .block_on(self.tx.send_timeout(item, self.idle))
+            .map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => Error::DeadlineExceeded(format!(
+                    "the client read nothing for {} s: download aborted (--idle-timeout)",
+                    self.idle.as_secs()
+                )),
+                SendTimeoutError::Closed(_) => {
+                    Error::Cancelled("the client went away during DoGet".into())
+                }
+            })
     }
-    out.push('"');
-    out
 }
 
 /// The DoGet worker: reads row groups, encodes each batch, and hands messages
-/// to the gRPC stream through the bounded channel. `blocking_send` waits while
-/// the channel is full, so a slow client slows this reader, and fails once the
-/// client is gone, which stops the read promptly.
+/// to the gRPC stream through the bounded channel.
 fn stream_dataset(
     schema: arrow_schema::SchemaRef,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     mut encoder: Encoder,
-    tx: mpsc::Sender<Result<FlightData, Status>>,
+    out: &Outbound,
     mut call: Call,
 ) {
     let send = |call: &mut Call, message: FlightData| -> Result<()> {
         call.bytes += (message.data_header.len() + message.data_body.len()) as u64;
-        tx.blocking_send(Ok(message))
-            .map_err(|_| Error::Cancelled("the client went away during DoGet".into()))
+        out.send(Ok(message))
     };
     let mut result = send(&mut call, encoder.schema(&schema));
     let mut messages = Vec::new();
@@ -743,7 +820,51 @@ fn stream_dataset(
         Ok(()) => call.finish(Code::Ok, ""),
         Err(err) => {
             call.finish(err.code(), err.message());
-            let _ = tx.blocking_send(Err(err.into()));
+            // The stream must end with this error, never look complete. The
+            // abort flag covers a full channel whose reader stalled.
+            *out.abort.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.clone().into());
+            if !matches!(err, Error::Cancelled(_) | Error::DeadlineExceeded(_)) {
+                let _ = out.send(Err(err.into()));
+            }
+        }
+    }
+}
+
+/// The DoGet response stream: the worker's messages, unless the worker gave up,
+/// in which case its error comes next and the stream ends. Without this, a
+/// stalled reader whose worker timed out would see a truncated stream end OK.
+struct Abortable {
+    rx: mpsc::Receiver<Result<FlightData, Status>>,
+    abort: Arc<std::sync::Mutex<Option<Status>>>,
+    done: bool,
+}
+
+impl Abortable {
+    fn take_abort(&mut self) -> Option<Status> {
+        let status = self.abort.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.done |= status.is_some();
+        status
+    }
+}
+
+impl Stream for Abortable {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(status) = self.take_abort() {
+            return Poll::Ready(Some(Err(status)));
+        }
+        match self.rx.poll_recv(cx) {
+            // The worker finished: an abort it recorded last still wins.
+            Poll::Ready(None) => Poll::Ready(self.take_abort().map(Err)),
+            other => other,
         }
     }
 }

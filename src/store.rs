@@ -106,12 +106,24 @@ pub struct Store {
     codec: Codec,
     footers: Mutex<HashMap<String, (Stamp, DatasetInfo)>>,
     uploads: AtomicU64,
+    /// Largest file an upload may produce (`--max-dataset-bytes`).
+    max_dataset_bytes: Option<u64>,
 }
 
 impl Store {
     /// Opens (creating if missing) the repository folder and removes temporary
     /// files left by uploads that never committed (a crash, a power cut).
     pub fn open(root: impl AsRef<Path>, codec: Codec) -> Result<Arc<Store>> {
+        Store::open_limited(root, codec, None)
+    }
+
+    /// Like [`Store::open`], refusing uploads whose file would exceed
+    /// `max_dataset_bytes`.
+    pub fn open_limited(
+        root: impl AsRef<Path>,
+        codec: Codec,
+        max_dataset_bytes: Option<u64>,
+    ) -> Result<Arc<Store>> {
         let root = root.as_ref();
         fs::create_dir_all(root)
             .map_err(|e| Error::io(format!("creating repository {}", root.display()), e))?;
@@ -123,6 +135,7 @@ impl Store {
             codec,
             footers: Mutex::new(HashMap::new()),
             uploads: AtomicU64::new(0),
+            max_dataset_bytes,
         };
         store.sweep_temporary_files()?;
         Ok(Arc::new(store))
@@ -317,6 +330,7 @@ impl Store {
             target: self.path_of(name),
             root: self.root.clone(),
             rows: 0,
+            max_bytes: self.max_dataset_bytes,
         })
     }
 
@@ -391,6 +405,7 @@ pub struct Upload {
     target: PathBuf,
     root: PathBuf,
     rows: u64,
+    max_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -434,6 +449,15 @@ impl Upload {
             writer
                 .flush()
                 .map_err(|e| parquet_error(format!("writing '{name}'"), e))?;
+        }
+        if let Some(max) = self.max_bytes {
+            let size = (writer.bytes_written() + writer.in_progress_size()) as u64;
+            if size > max {
+                return Err(Error::ResourceExhausted(format!(
+                    "upload of '{name}' exceeds --max-dataset-bytes ({max} bytes); \
+                     the previous version is kept"
+                )));
+            }
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -616,6 +640,24 @@ mod tests {
         assert_eq!(names, ["good"]);
         assert_eq!(skipped, ["junk.txt"]);
         assert!(store.list("zzz", |_, _| {}).unwrap().is_empty());
+    }
+
+    #[test]
+    fn uploads_beyond_the_size_limit_fail_and_keep_the_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_limited(dir.path(), Codec::None, Some(10_000)).unwrap();
+        let small = batch(&[1, 2, 3]);
+        let mut up = store.create("d", small.schema()).unwrap();
+        up.write(&small).unwrap();
+        up.commit().unwrap();
+        let values: Vec<i64> = (0..10_000).collect();
+        let mut up = store.create("d", small.schema()).unwrap();
+        let err = up.write(&batch(&values)).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(err.message().contains("--max-dataset-bytes"), "{err}");
+        drop(up);
+        assert_eq!(store.info("d").unwrap().rows, 3);
+        assert!(temp_files(&store).is_empty());
     }
 
     #[test]
