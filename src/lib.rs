@@ -19,6 +19,7 @@
 //! slow client slows the reader instead of growing memory.
 
 pub mod auth;
+pub mod cli;
 pub mod error;
 pub mod ipc;
 pub mod log;

@@ -25,6 +25,16 @@ COMMANDS:
     serve       Run the Flight server over a folder of Parquet files
     user        Manage the users file (add, rm, list) for 'serve --users'
 
+CLIENT COMMANDS (talk to any Arrow Flight server; --server URI or $HANGAR_SERVER):
+    put         Upload a Parquet or Arrow IPC file: hangar put NAME FILE
+    get         Download a dataset: hangar get NAME [-o FILE]
+    ls          List datasets: name, rows, bytes, columns [--json]
+    info        Schema, rows, bytes and endpoints of one dataset [--json]
+    head        The first rows as a table: hangar head NAME [-n 10]
+    rm          Delete a dataset: hangar rm NAME
+    actions     List the server's actions
+    action      Run an action: hangar action TYPE [BODY]
+
 OPTIONS:
     -h, --help       Print help (hangar <COMMAND> --help for a command's options)
     -V, --version    Print version
@@ -97,6 +107,7 @@ enum Command {
     Version,
     Serve(Config),
     User(UserCommand),
+    Client(hangar::cli::Invocation),
 }
 
 enum UserCommand {
@@ -140,6 +151,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Client(invocation) => hangar::cli::run(invocation),
     }
 }
 
@@ -152,6 +164,12 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
         Some(Short('V') | Long("version")) => Ok(Command::Version),
         Some(Value(cmd)) if cmd == "serve" => parse_serve(parser),
         Some(Value(cmd)) if cmd == "user" => parse_user(parser),
+        Some(Value(cmd)) if hangar::cli::is_command(&cmd) => {
+            match hangar::cli::parse(&cmd.to_string_lossy(), parser).map_err(Usage)? {
+                hangar::cli::Parsed::Help(text) => Ok(Command::Help(text)),
+                hangar::cli::Parsed::Run(invocation) => Ok(Command::Client(invocation)),
+            }
+        }
         Some(Value(cmd)) => Err(Usage(format!(
             "unknown command '{}'",
             cmd.to_string_lossy()

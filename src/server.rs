@@ -105,6 +105,9 @@ impl Default for Config {
 pub struct Bound {
     listener: TcpListener,
     config: Config,
+    store: Arc<Store>,
+    auth: Option<Arc<Authenticator>>,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Bound {
@@ -125,36 +128,54 @@ impl Bound {
     }
 }
 
-/// Binds the listening socket.
+/// Binds the listening socket and does every fallible step of setup (open the
+/// repository, load the users file, read the TLS files), so that once this
+/// returns, the server will serve: the caller may announce it.
 pub async fn bind(config: Config) -> Result<Bound> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
-    Ok(Bound { listener, config })
+    let store = Store::open_limited(&config.repo, config.codec, config.max_dataset_bytes)?;
+    let auth = match &config.users {
+        Some(path) => Some(Arc::new(Authenticator::open(path, config.token_ttl)?)),
+        None => None,
+    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(TlsFiles::server_config)
+        .transpose()?;
+    Ok(Bound {
+        listener,
+        config,
+        store,
+        auth,
+        tls,
+    })
 }
 
 /// Serves until `shutdown` resolves, then drains and cleans up.
 pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let Bound { listener, config } = bound;
+    let Bound {
+        listener,
+        config,
+        store,
+        auth,
+        tls,
+    } = bound;
     let log = Logger::new(config.log_format);
-    let store = Store::open_limited(&config.repo, config.codec, config.max_dataset_bytes)?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listening address", e))?;
     let mut service = Hangar::new(store.clone(), log, config.limits.clone());
-    let scheme = if config.tls.is_some() {
-        "grpc+tls"
-    } else {
-        "grpc"
-    };
-    let access = match &config.users {
-        Some(path) => {
-            let auth = Arc::new(Authenticator::open(path, config.token_ttl)?);
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let access = match (auth, &config.users) {
+        (Some(auth), Some(path)) => {
             spawn_reload_on_hangup(auth.clone(), log);
             service = service.with_auth(auth);
             format!("users from {}", path.display())
         }
-        None => "no authentication: every client may read, write and drop".to_string(),
+        _ => "no authentication: every client may read, write and drop".to_string(),
     };
     log.event(&format!(
         "serving repository {} on {scheme}://{addr} ({access})",
@@ -163,9 +184,9 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     let incoming = limit_connections(listener, config.max_connections, log);
 
     let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
-    if let Some(tls) = &config.tls {
+    if let Some(tls) = tls {
         builder = builder
-            .tls_config(tls.server_config()?)
+            .tls_config(tls)
             .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,764 @@
+//! The client subcommands (`put`, `get`, `ls`, `info`, `head`, `rm`, `actions`,
+//! `action`): their arguments, their help, and the one error type they report.
+//!
+//! They talk to any Arrow Flight server, not only hangar, and keep ripgrep's
+//! manners: data on stdout or in files, messages and progress on stderr, exit
+//! code 0 on success, 1 when the server or I/O failed, 2 for a usage error.
+//! [`connect`] reaches the server, [`transfer`] moves data, [`show`] prints
+//! what the server knows, [`progress`] draws the progress line.
+
+pub mod connect;
+pub mod progress;
+pub mod show;
+pub mod transfer;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+use self::connect::{ConnectOptions, Connector, ServerUri, DEFAULT_SERVER};
+use crate::log::code_name;
+
+/// The subcommands this module handles.
+pub const COMMANDS: &[&str] = &[
+    "put", "get", "ls", "info", "head", "rm", "actions", "action",
+];
+
+/// True if `command` is one of [`COMMANDS`].
+pub fn is_command(command: &std::ffi::OsStr) -> bool {
+    COMMANDS.iter().any(|c| command == std::ffi::OsStr::new(c))
+}
+
+/// The options every client command takes, spliced into each help text.
+macro_rules! connection_help {
+    () => {
+        "
+CONNECTION OPTIONS:
+    --server URI               grpc://HOST:PORT or grpc+tls://HOST:PORT
+                               [default: $HANGAR_SERVER, else grpc://127.0.0.1:8815]
+    --tls-root PEM             CA certificates to trust instead of the system's
+    --tls-cert PEM             Client certificate for mutual TLS (with --tls-key)
+    --tls-key PEM              Client private key for mutual TLS
+    --user NAME                Log in as NAME (Basic, then the server's Bearer
+                               token); the password is read from
+                               $HANGAR_PASSWORD, else prompted
+    --max-message-size BYTES   Largest message accepted from the server
+                               [default: 268435456 (256 MiB)]
+    -q, --quiet                No progress line and no summary on stderr
+    -h, --help                 Print this help
+
+Exit codes: 0 success, 1 server or I/O error, 2 usage error.
+"
+    };
+}
+
+const PUT_HELP: &str = concat!(
+    "\
+hangar put — upload a Parquet or Arrow IPC file as a dataset
+
+USAGE:
+    hangar put [OPTIONS] NAME FILE
+
+FILE is a Parquet file (sent row group by row group), an Arrow IPC file
+(.arrow) or stream (.arrows), or '-' for an Arrow IPC stream on stdin. The
+format is recognised from the file's first bytes. Memory stays flat whatever
+the file's size. On hangar, an upload replaces the dataset atomically.
+
+EXAMPLES:
+    hangar put trips.parquet ./trips-2024.parquet
+    some-tool --arrow-stream | hangar put events -
+",
+    connection_help!()
+);
+
+const GET_HELP: &str = concat!(
+    "\
+hangar get — download a dataset
+
+USAGE:
+    hangar get [OPTIONS] NAME [-o FILE]
+
+Reads every endpoint of the dataset's FlightInfo, in order. With -o, the
+extension picks the format: .parquet writes Parquet, .arrow an Arrow IPC file,
+.arrows an Arrow IPC stream. The file appears only once the download is
+complete. Without -o (or with -o -), an Arrow IPC stream goes to stdout,
+which must not be a terminal.
+
+OPTIONS:
+    -o, --output FILE          Write to FILE instead of stdout
+
+EXAMPLES:
+    hangar get trips -o trips.parquet
+    hangar get trips | python -c 'import pyarrow as pa, sys; print(pa.ipc.open_stream(sys.stdin.buffer).read_all())'
+",
+    connection_help!()
+);
+
+const LS_HELP: &str = concat!(
+    "\
+hangar ls — list the datasets: name, rows, bytes, columns
+
+USAGE:
+    hangar ls [OPTIONS] [PREFIX]
+
+PREFIX is sent as the ListFlights criteria (hangar lists the names starting
+with it). Unknown counts print as '-' (null in JSON).
+
+OPTIONS:
+    --json                     One JSON array of {name, rows, bytes, columns}
+",
+    connection_help!()
+);
+
+const INFO_HELP: &str = concat!(
+    "\
+hangar info — describe one dataset: schema, rows, bytes, endpoints
+
+USAGE:
+    hangar info [OPTIONS] NAME
+
+OPTIONS:
+    --json                     One JSON object instead of text
+",
+    connection_help!()
+);
+
+const HEAD_HELP: &str = concat!(
+    "\
+hangar head — print the first rows of a dataset as a table
+
+USAGE:
+    hangar head [OPTIONS] NAME
+
+Downloads only as much as it prints: the transfer stops after the rows.
+
+OPTIONS:
+    -n, --rows N               How many rows [default: 10]
+",
+    connection_help!()
+);
+
+const RM_HELP: &str = concat!(
+    "\
+hangar rm — delete a dataset (the drop_dataset action)
+
+USAGE:
+    hangar rm [OPTIONS] NAME
+",
+    connection_help!()
+);
+
+const ACTIONS_HELP: &str = concat!(
+    "\
+hangar actions — list the actions the server offers
+
+USAGE:
+    hangar actions [OPTIONS]
+",
+    connection_help!()
+);
+
+const ACTION_HELP: &str = concat!(
+    "\
+hangar action — run one action and print its results
+
+USAGE:
+    hangar action [OPTIONS] TYPE [BODY]
+
+BODY is sent as UTF-8 ('-' reads it from stdin); without it the body is empty.
+Each result's body is written to stdout, followed by a newline.
+
+EXAMPLES:
+    hangar action drop_dataset trips
+",
+    connection_help!()
+);
+
+/// What [`parse`] found: a help text to print, or a command to run.
+#[derive(Debug)]
+pub enum Parsed {
+    Help(&'static str),
+    Run(Invocation),
+}
+
+/// A fully parsed client command.
+#[derive(Debug)]
+pub struct Invocation {
+    pub connect: ConnectOptions,
+    pub quiet: bool,
+    pub command: Command,
+}
+
+/// Where `put` reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+}
+
+/// The file formats `get` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    IpcFile,
+    IpcStream,
+}
+
+/// Where `get` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    File(PathBuf, Format),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Put { name: String, input: Input },
+    Get { name: String, output: Output },
+    Ls { prefix: String, json: bool },
+    Info { name: String, json: bool },
+    Head { name: String, rows: usize },
+    Rm { name: String },
+    Actions,
+    Action { kind: String, body: Option<String> },
+}
+
+/// Parses the arguments after the command name. The error is a usage message.
+pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let help = match command {
+        "put" => PUT_HELP,
+        "get" => GET_HELP,
+        "ls" => LS_HELP,
+        "info" => INFO_HELP,
+        "head" => HEAD_HELP,
+        "rm" => RM_HELP,
+        "actions" => ACTIONS_HELP,
+        "action" => ACTION_HELP,
+        other => return Err(format!("unknown command '{other}'")),
+    };
+    let mut server = None;
+    let mut tls_root = None;
+    let mut tls_cert = None;
+    let mut tls_key = None;
+    let mut user = None;
+    let mut max_message_bytes = connect::DEFAULT_MAX_MESSAGE_BYTES;
+    let mut quiet = false;
+    let mut json = false;
+    let mut output = None;
+    let mut rows = 10usize;
+    let mut positional: Vec<OsString> = Vec::new();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help(help)),
+            Long("server") => {
+                let text = utf8(parser.value(), "--server")?;
+                server =
+                    Some(ServerUri::parse(&text).map_err(|e| format!("invalid --server: {e}"))?);
+            }
+            Long("tls-root") => tls_root = Some(PathBuf::from(value(&mut parser)?)),
+            Long("tls-cert") => tls_cert = Some(PathBuf::from(value(&mut parser)?)),
+            Long("tls-key") => tls_key = Some(PathBuf::from(value(&mut parser)?)),
+            Long("user") => user = Some(utf8(parser.value(), "--user")?),
+            Long("max-message-size") => {
+                let text = utf8(parser.value(), "--max-message-size")?;
+                max_message_bytes = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1024)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid --max-message-size '{text}': a byte count of at least 1024"
+                        )
+                    })?;
+            }
+            Short('q') | Long("quiet") => quiet = true,
+            Long("json") if matches!(command, "ls" | "info") => json = true,
+            Short('o') | Long("output") if command == "get" => {
+                output = Some(PathBuf::from(value(&mut parser)?))
+            }
+            Short('n') | Long("rows") if command == "head" => {
+                let text = utf8(parser.value(), "--rows")?;
+                rows = text
+                    .parse()
+                    .map_err(|_| format!("invalid --rows '{text}': a row count"))?;
+            }
+            Value(v) => positional.push(v),
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+
+    let server = match server {
+        Some(server) => server,
+        None => match std::env::var("HANGAR_SERVER") {
+            Ok(text) if !text.is_empty() => {
+                ServerUri::parse(&text).map_err(|e| format!("invalid HANGAR_SERVER: {e}"))?
+            }
+            _ => ServerUri::parse(DEFAULT_SERVER)?,
+        },
+    };
+    if !server.tls {
+        for (flag, given) in [
+            ("--tls-root", tls_root.is_some()),
+            ("--tls-cert", tls_cert.is_some()),
+            ("--tls-key", tls_key.is_some()),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} needs a grpc+tls:// server, but the server is {server}"
+                ));
+            }
+        }
+    }
+    if tls_cert.is_some() != tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together (mutual TLS needs both)".into());
+    }
+
+    let mut args = positional.into_iter();
+    let mut next = |what: &str| -> Result<String, String> {
+        let arg = args
+            .next()
+            .ok_or_else(|| format!("'hangar {command}' needs {what}"))?;
+        arg.into_string()
+            .map_err(|a| format!("{what} '{}' is not UTF-8", a.to_string_lossy()))
+    };
+    let command = match command {
+        "put" => {
+            let name = next("a dataset NAME")?;
+            let file = next("a FILE to upload (or '-' for stdin)")?;
+            let input = if file == "-" {
+                Input::Stdin
+            } else {
+                Input::File(PathBuf::from(file))
+            };
+            Command::Put { name, input }
+        }
+        "get" => {
+            let name = next("a dataset NAME")?;
+            let output = match output {
+                None => Output::Stdout,
+                Some(path) if path.as_os_str() == "-" => Output::Stdout,
+                Some(path) => {
+                    let format = format_of(&path)?;
+                    Output::File(path, format)
+                }
+            };
+            Command::Get { name, output }
+        }
+        "ls" => Command::Ls {
+            prefix: next("").unwrap_or_default(),
+            json,
+        },
+        "info" => Command::Info {
+            name: next("a dataset NAME")?,
+            json,
+        },
+        "head" => Command::Head {
+            name: next("a dataset NAME")?,
+            rows,
+        },
+        "rm" => Command::Rm {
+            name: next("a dataset NAME")?,
+        },
+        "actions" => Command::Actions,
+        _ => Command::Action {
+            kind: next("an action TYPE")?,
+            body: next("").ok(),
+        },
+    };
+    if let Some(extra) = args.next() {
+        return Err(format!(
+            "unexpected argument '{}' for 'hangar {}'",
+            extra.to_string_lossy(),
+            help_name(help)
+        ));
+    }
+    let connect = ConnectOptions {
+        tls_root,
+        tls_cert,
+        tls_key,
+        user,
+        max_message_bytes,
+        ..ConnectOptions::new(server)
+    };
+    Ok(Parsed::Run(Invocation {
+        connect,
+        quiet,
+        command,
+    }))
+}
+
+fn help_name(help: &str) -> &str {
+    help.strip_prefix("hangar ")
+        .and_then(|h| h.split_whitespace().next())
+        .unwrap_or("")
+}
+
+fn value(parser: &mut lexopt::Parser) -> Result<OsString, String> {
+    parser.value().map_err(|e| e.to_string())
+}
+
+fn utf8(value: Result<OsString, lexopt::Error>, flag: &str) -> Result<String, String> {
+    value
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|_| format!("the value of {flag} is not UTF-8"))
+}
+
+/// The format `get -o PATH` writes, from the extension.
+fn format_of(path: &std::path::Path) -> Result<Format, String> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("parquet" | "parq" | "pq") => Ok(Format::Parquet),
+        Some("arrow" | "feather" | "ipc") => Ok(Format::IpcFile),
+        Some("arrows") => Ok(Format::IpcStream),
+        _ => Err(format!(
+            "cannot tell the format of '{}' from its extension: use .parquet, .arrow \
+             (Arrow IPC file) or .arrows (Arrow IPC stream)",
+            path.display()
+        )),
+    }
+}
+
+/// Runs a parsed command and returns the exit code. Messages go to stderr.
+pub fn run(invocation: Invocation) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hangar-client")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("hangar: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        tokio::select! {
+            result = execute(invocation) => result,
+            _ = tokio::signal::ctrl_c() => Err(Failure::interrupted()),
+        }
+    });
+    // Worker threads still blocked on a pipe or a dropped call must not hold
+    // the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            progress::clear_line();
+            eprint!("{failure}");
+            ExitCode::from(failure.exit)
+        }
+    }
+}
+
+async fn execute(invocation: Invocation) -> Result<(), Failure> {
+    let Invocation {
+        connect,
+        quiet,
+        command,
+    } = invocation;
+    let has_user = connect.user.is_some();
+    // Checks that need no server come first, so a usage mistake costs no login.
+    if let Command::Get {
+        output: Output::Stdout,
+        ..
+    } = &command
+    {
+        transfer::check_stdout()?;
+    }
+    let mut connector = Connector::new(connect)?;
+    let result = match command {
+        Command::Put { name, input } => transfer::put(&mut connector, &name, &input, quiet).await,
+        Command::Get { name, output } => transfer::get(&mut connector, &name, &output, quiet).await,
+        Command::Ls { prefix, json } => show::ls(&mut connector, &prefix, json).await,
+        Command::Info { name, json } => show::info(&mut connector, &name, json).await,
+        Command::Head { name, rows } => show::head(&mut connector, &name, rows).await,
+        Command::Rm { name } => show::rm(&mut connector, &name, quiet).await,
+        Command::Actions => show::actions(&mut connector).await,
+        Command::Action { kind, body } => show::action(&mut connector, &kind, body).await,
+    };
+    result.map_err(|mut failure| {
+        if failure.code == Some(Code::Unauthenticated) && has_user {
+            failure.hints = vec![
+                "the server refused the credentials or the token expired; check --user and \
+                 HANGAR_PASSWORD"
+                    .into(),
+            ];
+        }
+        failure
+    })
+}
+
+/// Why a client command failed: printed as `hangar: CODE: message` plus hint
+/// lines, with the exit code scripts see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The gRPC status code, when the server (or the connection) said no.
+    pub code: Option<Code>,
+    pub message: String,
+    pub hints: Vec<String>,
+    pub exit: u8,
+}
+
+impl Failure {
+    /// A status from the server or the transport, with the hint that usually
+    /// helps for its code.
+    pub fn status(code: Code, message: impl Into<String>) -> Failure {
+        let message = one_line(&message.into());
+        let message = if message.is_empty() {
+            code.description().to_string()
+        } else {
+            message
+        };
+        let mut failure = Failure {
+            code: Some(code),
+            message,
+            hints: Vec::new(),
+            exit: 1,
+        };
+        match code {
+            Code::Unauthenticated => failure.hint(
+                "the server wants credentials: try --user NAME (password from \
+                 HANGAR_PASSWORD, else prompted)",
+            ),
+            Code::PermissionDenied => {
+                failure.hint("your user may not do this; ask the server's operator for a role")
+            }
+            Code::NotFound => failure.hint("'hangar ls' lists the datasets"),
+            Code::Unavailable => {
+                failure.hint("is the server running and reachable? Check --server or HANGAR_SERVER")
+            }
+            Code::Unimplemented => failure.hint("this server does not offer that call"),
+            Code::OutOfRange | Code::ResourceExhausted
+                if failure.message.contains("message length too large") =>
+            {
+                failure.hint(
+                    "a message from the server is larger than allowed: raise --max-message-size",
+                )
+            }
+            _ => {}
+        }
+        failure
+    }
+
+    /// A failure on this side that is not about a file (a bad input, a bug).
+    pub fn local(message: impl Into<String>) -> Failure {
+        Failure {
+            code: None,
+            message: message.into(),
+            hints: Vec::new(),
+            exit: 1,
+        }
+    }
+
+    /// An I/O error while doing `what`.
+    pub fn io(what: impl fmt::Display, err: std::io::Error) -> Failure {
+        Failure::local(format!("{what}: {err}"))
+    }
+
+    /// A usage error found after parsing (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            exit: 2,
+            ..Failure::local(message)
+        }
+    }
+
+    fn interrupted() -> Failure {
+        Failure {
+            exit: 130,
+            ..Failure::local("interrupted")
+        }
+    }
+
+    pub fn hint(&mut self, hint: impl Into<String>) {
+        self.hints.push(hint.into());
+    }
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Failure {
+        Failure::status(status.code(), status.message())
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(err: crate::Error) -> Failure {
+        Failure::local(err.message())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => writeln!(f, "hangar: {}: {}", code_name(code), self.message)?,
+            None => writeln!(f, "hangar: {}", self.message)?,
+        }
+        for hint in &self.hints {
+            writeln!(f, "hangar: hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Servers put details on several lines (pyarrow sends a whole Python
+/// traceback); an error is one line here: the first line and, when there are
+/// more, the last, which is where a traceback names the exception.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [first, last] => format!("{first} | {last}"),
+        [first, .., last] => format!("{first} | … | {last}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Parsed, String> {
+        parse(
+            args[0],
+            lexopt::Parser::from_args(args[1..].iter().copied()),
+        )
+    }
+
+    fn run_of(args: &[&str]) -> Invocation {
+        match parse_args(args) {
+            Ok(Parsed::Run(invocation)) => invocation,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_parse_with_their_own_flags() {
+        let put = run_of(&["put", "d", "x.parquet", "--server", "grpc://h:1", "-q"]);
+        assert_eq!(
+            put.command,
+            Command::Put {
+                name: "d".into(),
+                input: Input::File("x.parquet".into())
+            }
+        );
+        assert!(put.quiet);
+        assert_eq!(put.connect.server.to_string(), "grpc://h:1");
+        assert_eq!(
+            run_of(&["put", "d", "-"]).command,
+            Command::Put {
+                name: "d".into(),
+                input: Input::Stdin
+            }
+        );
+        assert_eq!(
+            run_of(&["get", "d", "-o", "out.ARROW"]).command,
+            Command::Get {
+                name: "d".into(),
+                output: Output::File("out.ARROW".into(), Format::IpcFile)
+            }
+        );
+        assert_eq!(
+            run_of(&["get", "d", "--output=-"]).command,
+            Command::Get {
+                name: "d".into(),
+                output: Output::Stdout
+            }
+        );
+        assert_eq!(
+            run_of(&["head", "d", "-n", "3"]).command,
+            Command::Head {
+                name: "d".into(),
+                rows: 3
+            }
+        );
+        assert_eq!(
+            run_of(&["ls", "--json"]).command,
+            Command::Ls {
+                prefix: String::new(),
+                json: true
+            }
+        );
+        assert_eq!(
+            run_of(&["action", "drop_dataset", "d"]).command,
+            Command::Action {
+                kind: "drop_dataset".into(),
+                body: Some("d".into())
+            }
+        );
+        let tls = run_of(&[
+            "ls",
+            "--server",
+            "grpc+tls://h:1",
+            "--tls-root",
+            "ca.pem",
+            "--user",
+            "ann",
+        ]);
+        assert_eq!(tls.connect.tls_root, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.connect.user.as_deref(), Some("ann"));
+        assert!(matches!(parse_args(&["get", "--help"]), Ok(Parsed::Help(h)) if h == GET_HELP));
+    }
+
+    #[test]
+    fn usage_errors_name_the_problem() {
+        for (args, expected) in [
+            (&["put", "d"][..], "needs a FILE"),
+            (&["get"][..], "needs a dataset NAME"),
+            (&["get", "d", "-o", "x.csv"][..], "cannot tell the format"),
+            (&["ls", "--bogus"][..], "--bogus"),
+            (&["head", "d", "--json"][..], "--json"),
+            (&["head", "d", "-n", "many"][..], "invalid --rows"),
+            (&["rm", "a", "b"][..], "unexpected argument 'b'"),
+            (&["ls", "--server", "http://h:1"][..], "unsupported scheme"),
+            (
+                &["ls", "--server", "grpc://h:1", "--tls-root", "x"][..],
+                "grpc+tls://",
+            ),
+            (
+                &["ls", "--server", "grpc+tls://h:1", "--tls-cert", "c"][..],
+                "go together",
+            ),
+            (&["ls", "--max-message-size", "10"][..], "at least 1024"),
+        ] {
+            let err = parse_args(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn failures_print_code_message_and_hints() {
+        let failure = Failure::from(Status::not_found("dataset 'x' not found"));
+        assert_eq!(
+            failure.to_string(),
+            "hangar: NOT_FOUND: dataset 'x' not found\nhangar: hint: 'hangar ls' lists the datasets\n"
+        );
+        assert_eq!(failure.exit, 1);
+        let multi = Failure::from(Status::unknown("Traceback:\n  boom\n"));
+        assert_eq!(multi.message, "Traceback: | boom");
+        let long = Failure::from(Status::unknown(
+            "gone. Detail: Traceback\n a\n b\nFileNotFoundError: x",
+        ));
+        assert_eq!(
+            long.message,
+            "gone. Detail: Traceback | … | FileNotFoundError: x"
+        );
+        assert!(Failure::from(Status::unauthenticated(""))
+            .to_string()
+            .contains("try --user"));
+        assert_eq!(Failure::usage("x").exit, 2);
+        assert_eq!(Failure::local("disk").to_string(), "hangar: disk\n");
+    }
+}
