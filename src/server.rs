@@ -108,6 +108,8 @@ pub struct Bound {
     store: Arc<Store>,
     auth: Option<Arc<Authenticator>>,
     tls: Option<ServerTlsConfig>,
+    /// Registered before the listening line, so an early SIGHUP cannot kill us.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl Bound {
@@ -162,6 +164,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         store,
         auth,
         tls,
+        hangups,
     } = bound;
     let log = Logger::new(config.log_format);
     let addr = listener
@@ -171,7 +174,9 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let access = match (auth, &config.users) {
         (Some(auth), Some(path)) => {
-            spawn_reload_on_hangup(auth.clone(), log);
+            if let Some(hangups) = hangups {
+                spawn_reload_on_hangup(hangups, auth.clone(), log);
+            }
             service = service.with_auth(auth);
             format!("users from {}", path.display())
         }
@@ -220,12 +225,11 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
 
 /// Re-reads the users file on SIGHUP, so removed users lose access without a
 /// restart. A file that fails to load keeps the previous users in force.
-fn spawn_reload_on_hangup(auth: Arc<Authenticator>, log: Logger) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        log.event("cannot listen for SIGHUP: the users file will not be reloaded");
-        return;
-    };
+fn spawn_reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    auth: Arc<Authenticator>,
+    log: Logger,
+) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let auth = auth.clone();
