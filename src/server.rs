@@ -147,12 +147,20 @@ pub async fn bind(config: Config) -> Result<Bound> {
         .as_ref()
         .map(TlsFiles::server_config)
         .transpose()?;
+    let hangups = match &auth {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| Error::io("listening for SIGHUP", e))?,
+        ),
+        None => None,
+    };
     Ok(Bound {
         listener,
         config,
         store,
         auth,
         tls,
+        hangups,
     })
 }
 
