@@ -61,6 +61,17 @@ OPTIONS:
                                [default: 67108864 (64 MiB)]
     --log-format FORMAT        text or json [default: text]
 
+LIMITS:
+    --idle-timeout DURATION    Abort an upload that sends nothing, or a download
+                               that reads nothing, for this long [default: 60s]
+    --max-concurrent-calls N   Calls served at once; more get RESOURCE_EXHAUSTED
+                               [default: 256]
+    --max-connections N        Open connections at once; more are closed
+                               [default: 1024]
+    --max-dataset-bytes BYTES  Refuse uploads whose Parquet file would be larger
+                               (RESOURCE_EXHAUSTED; the old version is kept)
+                               [default: no limit]
+
 AUTHENTICATION AND TLS:
     --users FILE               Require a login: users and roles from FILE (see
                                'hangar user --help'). Re-read on SIGHUP.
@@ -208,6 +219,21 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             }
             Long("log-format") => {
                 config.log_format = parse_value::<Format>(&mut parser, "--log-format")?
+            }
+            Long("idle-timeout") => {
+                let text: String = parse_value(&mut parser, "--idle-timeout")?;
+                config.limits.idle_timeout = hangar::auth::parse_duration(&text)
+                    .map_err(|e| Usage(format!("invalid value for --idle-timeout: {e}")))?;
+            }
+            Long("max-concurrent-calls") => {
+                config.limits.max_concurrent_calls =
+                    parse_value(&mut parser, "--max-concurrent-calls")?
+            }
+            Long("max-dataset-bytes") => {
+                config.max_dataset_bytes = Some(parse_value(&mut parser, "--max-dataset-bytes")?)
+            }
+            Long("max-connections") => {
+                config.max_connections = parse_value(&mut parser, "--max-connections")?
             }
             Long("users") => config.users = Some(parser.value()?.into()),
             Long("token-ttl") => {
