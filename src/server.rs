@@ -147,6 +147,7 @@ pub async fn bind(config: Config) -> Result<Bound> {
         .as_ref()
         .map(TlsFiles::server_config)
         .transpose()?;
+    ignore_file_size_signal()?;
     let hangups = match &auth {
         Some(_) => Some(
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -355,4 +356,17 @@ impl AsyncWrite for Limited {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
+}
+
+/// With a file size limit (`ulimit -f`, RLIMIT_FSIZE) the kernel kills a process
+/// that writes past it with SIGXFSZ. Catching the signal turns that into an
+/// EFBIG write error instead, which fails just the upload (RESOURCE_EXHAUSTED)
+/// while the server keeps serving.
+fn ignore_file_size_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    const SIGXFSZ: i32 = 25;
+    let mut signals = signal(SignalKind::from_raw(SIGXFSZ))
+        .map_err(|e| Error::io("installing the SIGXFSZ handler", e))?;
+    tokio::spawn(async move { while signals.recv().await.is_some() {} });
+    Ok(())
 }
