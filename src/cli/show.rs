@@ -201,15 +201,14 @@ fn info_text(info: &FlightInfo, schema: Option<&Schema>) -> String {
                 .fields()
                 .iter()
                 .map(|f| {
-                    let nullable = if f.is_nullable() { "" } else { "not null" };
+                    let nullable = if f.is_nullable() { "" } else { " not null" };
                     vec![
-                        format!("  {}", f.name()),
-                        type_text(f),
-                        nullable.to_string(),
+                        format!("  {}", escape(f.name())),
+                        format!("{}{nullable}", type_text(f)),
                     ]
                 })
                 .collect();
-            let table = columns(&["", "", ""], &rows, &[false, false, false]);
+            let table = columns(&["", ""], &rows, &[false, false]);
             // Each field's own metadata goes right under its line.
             for (line, field) in table.lines().skip(1).zip(schema.fields()) {
                 out.push_str(line.trim_end());

@@ -1,0 +1,1115 @@
+//! The client subcommands (`put`, `get`, `ls`, `info`, `head`, `rm`, `actions`,
+//! `action`) as a script sees them: the real `hangar` binary against a real
+//! `hangar serve`, and against the Arrow cookbook's pyarrow server
+//! (tests/python/cookbook_server.py). Outputs, exit codes, round-tripped
+//! values, authentication.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{DataType, Field, Metadata, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+use common::{wait_timeout, TestServer};
+
+/// How long one client command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ------------------------------------------------------------------ helpers
+
+/// A finished client command.
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success; stderr:\n{}", self.stderr);
+        self
+    }
+}
+
+/// A client command to run against `server`, with optional stdin and
+/// environment.
+struct Cli<'a> {
+    server: &'a str,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    envs: Vec<(&'static str, String)>,
+    cwd: Option<&'a Path>,
+}
+
+fn cli<'a>(server: &'a str, args: &[&str]) -> Cli<'a> {
+    Cli {
+        server,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        stdin: None,
+        envs: Vec::new(),
+        cwd: None,
+    }
+}
+
+impl Cli<'_> {
+    fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    fn env(mut self, key: &'static str, value: &str) -> Self {
+        self.envs.push((key, value.to_string()));
+        self
+    }
+
+    fn cwd<'b>(self, dir: &'b Path) -> Cli<'b>
+    where
+        Self: 'b,
+    {
+        Cli {
+            cwd: Some(dir),
+            ..self
+        }
+    }
+
+    /// Runs the command to completion (bounded). The server comes from
+    /// `HANGAR_SERVER`, which also tests that default.
+    fn run(self) -> Run {
+        let out = tempfile::tempdir().unwrap();
+        let (out_path, err_path) = (out.path().join("stdout"), out.path().join("stderr"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        command
+            .args(&self.args)
+            .env("HANGAR_SERVER", self.server)
+            .env_remove("HANGAR_PASSWORD")
+            .current_dir(self.cwd.unwrap_or(out.path()))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(File::create(&out_path).unwrap())
+            .stderr(File::create(&err_path).unwrap());
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawning hangar");
+        if let Some(bytes) = self.stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            // A command that fails early closes stdin; that is its answer.
+            let _ = pipe.write_all(&bytes);
+        }
+        let status = wait_timeout(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "hangar {:?} did not finish in {COMMAND_TIMEOUT:?}",
+                self.args
+            )
+        });
+        Run {
+            code: status.code().expect("exit code"),
+            stdout: std::fs::read(&out_path).unwrap(),
+            stderr: std::fs::read_to_string(&err_path).unwrap(),
+        }
+    }
+}
+
+fn schema(with_dictionary: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+        Field::new("s", DataType::Utf8, true),
+    ];
+    if with_dictionary {
+        fields.push(Field::new(
+            "cat",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            true,
+        ));
+    }
+    Arc::new(Schema::new(fields).with_metadata(Metadata::default().with("origin", "cli test")))
+}
+
+/// Rows `range` of the test table: ints, floats with nulls, strings with
+/// nulls and escapes, and (optionally) a dictionary column.
+fn batch(range: std::ops::Range<i64>, with_dictionary: bool) -> RecordBatch {
+    let ids: Vec<i64> = range.collect();
+    let x: Vec<Option<f64>> = ids
+        .iter()
+        .map(|i| (i % 5 != 0).then_some(*i as f64 / 4.0))
+        .collect();
+    let s: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (i % 7 != 0).then(|| format!("row \"{i}\"")))
+        .collect();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone())),
+        Arc::new(Float64Array::from(x)),
+        Arc::new(StringArray::from(s)),
+    ];
+    if with_dictionary {
+        // One dictionary for every batch, as an IPC file requires.
+        let keys = Int32Array::from_iter_values(ids.iter().map(|i| (*i % 3) as i32));
+        let values = Arc::new(StringArray::from(vec!["red", "green", "blue"]));
+        let cat = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        columns.push(Arc::new(cat));
+    }
+    RecordBatch::try_new(schema(with_dictionary), columns).unwrap()
+}
+
+/// `rows` rows in batches of 10 000.
+fn table(rows: i64, with_dictionary: bool) -> Vec<RecordBatch> {
+    (0..rows)
+        .step_by(10_000)
+        .map(|start| batch(start..(start + 10_000).min(rows), with_dictionary))
+        .collect()
+}
+
+/// Writes a Parquet file with several row groups.
+fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    let properties = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(15_000))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        File::create(path).unwrap(),
+        batches[0].schema(),
+        Some(properties),
+    )
+    .unwrap();
+    for b in batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+fn write_ipc_file(path: &Path, batches: &[RecordBatch]) {
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(File::create(path).unwrap(), &batches[0].schema())
+            .unwrap();
+    for b in batches {
+        writer.write(b).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn ipc_stream(batches: &[RecordBatch]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(&mut out, &batches[0].schema()).unwrap();
+    for b in batches {
+        writer.write(b).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+fn read_parquet(path: &Path) -> (SchemaRef, Vec<RecordBatch>) {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().clone();
+    let batches = builder.build().unwrap().collect::<Result<_, _>>().unwrap();
+    (schema, batches)
+}
+
+fn read_ipc_file(path: &Path) -> (SchemaRef, Vec<RecordBatch>) {
+    let reader = arrow_ipc::reader::FileReader::try_new(File::open(path).unwrap(), None).unwrap();
+    let schema = reader.schema();
+    (schema, reader.collect::<Result<_, _>>().unwrap())
+}
+
+fn read_ipc_stream(bytes: &[u8]) -> (SchemaRef, Vec<RecordBatch>) {
+    let reader = arrow_ipc::reader::StreamReader::try_new(bytes, None).unwrap();
+    let schema = reader.schema();
+    (schema, reader.collect::<Result<_, _>>().unwrap())
+}
+
+/// Every row as text: compares values whatever the batch boundaries and
+/// dictionary encodings.
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("∅");
+    let mut out = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+/// Same column names and types, same metadata, same values in the same order.
+#[track_caller]
+fn assert_same_table(expected: &[RecordBatch], (schema, got): (SchemaRef, Vec<RecordBatch>)) {
+    let want = expected[0].schema();
+    let describe = |s: &Schema| -> Vec<(String, DataType)> {
+        s.fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect()
+    };
+    assert_eq!(describe(&want), describe(&schema), "columns differ");
+    assert_eq!(
+        want.metadata().get("origin"),
+        schema.metadata().get("origin"),
+        "schema metadata lost"
+    );
+    let (want_rows, got_rows) = (rows(expected), rows(&got));
+    assert_eq!(want_rows.len(), got_rows.len(), "row counts differ");
+    assert!(want_rows == got_rows, "values differ");
+}
+
+/// Names in a folder, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+// ----------------------------------------------------- a minimal JSON reader
+
+/// Enough JSON to check that `--json` output parses and holds what it should.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Str(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    #[track_caller]
+    fn parse(text: &str) -> Json {
+        let mut p = JsonParser {
+            s: text.trim_end().as_bytes(),
+            i: 0,
+        };
+        let value = p
+            .value()
+            .unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"));
+        assert_eq!(p.i, p.s.len(), "trailing bytes after JSON: {text}");
+        value
+    }
+
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Object(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no key {key} in {self:?}")),
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+
+    fn items(&self) -> &[Json] {
+        match self {
+            Json::Array(items) => items,
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+
+    fn str(&self) -> &str {
+        match self {
+            Json::Str(s) => s,
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+
+    fn num(&self) -> f64 {
+        match self {
+            Json::Number(n) => *n,
+            other => panic!("not a number: {other:?}"),
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected '{}' at byte {}", c as char, self.i))
+        }
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.s.get(self.i).copied() {
+            Some(b'{') => {
+                self.i += 1;
+                let mut pairs = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Json::Object(pairs));
+                }
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.eat(b':')?;
+                    pairs.push((key, self.value()?));
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Object(pairs));
+                        }
+                        _ => return Err(format!("bad object at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Json::Array(items));
+                }
+                loop {
+                    items.push(self.value()?);
+                    self.ws();
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Array(items));
+                        }
+                        _ => return Err(format!("bad array at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'"') => Ok(Json::Str(self.string()?)),
+            Some(b't') => self.word("true", Json::Bool(true)),
+            Some(b'f') => self.word("false", Json::Bool(false)),
+            Some(b'n') => self.word("null", Json::Null),
+            Some(c) if c == b'-' || c.is_ascii_digit() => {
+                let start = self.i;
+                while self.i < self.s.len()
+                    && matches!(
+                        self.s[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
+                text.parse()
+                    .map(Json::Number)
+                    .map_err(|_| format!("bad number {text}"))
+            }
+            _ => Err(format!("unexpected byte at {}", self.i)),
+        }
+    }
+
+    fn word(&mut self, word: &str, value: Json) -> Result<Json, String> {
+        if self.s[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(value)
+        } else {
+            Err(format!("bad literal at byte {}", self.i))
+        }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        if self.s.get(self.i) != Some(&b'"') {
+            return Err(format!("expected a string at byte {}", self.i));
+        }
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            let c = *self.s.get(self.i).ok_or("unterminated string")?;
+            self.i += 1;
+            match c {
+                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                b'\\' => {
+                    let e = *self.s.get(self.i).ok_or("bad escape")?;
+                    self.i += 1;
+                    match e {
+                        b'"' | b'\\' | b'/' => out.push(e),
+                        b'n' => out.push(b'\n'),
+                        b't' => out.push(b'\t'),
+                        b'r' => out.push(b'\r'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'u' => {
+                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            self.i += 4;
+                            let c = char::from_u32(code).ok_or("bad \\u escape")?;
+                            out.extend(c.to_string().as_bytes());
+                        }
+                        _ => return Err(format!("bad escape at byte {}", self.i)),
+                    }
+                }
+                c if c < 0x20 => return Err("control character in a string".into()),
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------ the cookbook server
+
+/// The interpreter for the pyarrow server: `HANGAR_PYTHON`, else the
+/// repository's `.venv` (what `bash .ci/run` creates).
+fn python() -> PathBuf {
+    let python = match std::env::var_os("HANGAR_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    };
+    assert!(
+        python.exists(),
+        "no Python interpreter at {}: the cookbook-server tests cannot run. Run `bash .ci/run`, \
+         or `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`, \
+         or point HANGAR_PYTHON at an interpreter with pyarrow",
+        python.display()
+    );
+    python
+}
+
+/// tests/python/cookbook_server.py on a free port; killed on drop.
+struct Cookbook {
+    child: Child,
+    uri: String,
+    repo: tempfile::TempDir,
+}
+
+impl Cookbook {
+    fn start(extra: &[&str]) -> Cookbook {
+        let repo = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--port", "0", "--repo"])
+            .arg(repo.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the cookbook server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!("the cookbook server did not start (pyarrow installed?): {other:?}")
+            }
+        };
+        let uri = line
+            .strip_prefix("cookbook server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        Cookbook { child, uri, repo }
+    }
+}
+
+impl Drop for Cookbook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = wait_timeout(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+// -------------------------------------------------------------------- tests
+
+#[test]
+fn put_parquet_then_get_as_parquet_ipc_file_ipc_stream_and_stdout_roundtrips() {
+    let server = TestServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let data = table(45_000, true);
+    write_parquet(&dir.join("in.parquet"), &data);
+
+    let put = cli(&server.uri, &["put", "trips", "in.parquet"])
+        .cwd(dir)
+        .run()
+        .ok();
+    assert!(
+        put.stderr.contains("put 'trips': 45000 rows"),
+        "summary on stderr: {}",
+        put.stderr
+    );
+    assert!(put.stdout.is_empty(), "put writes nothing on stdout");
+    assert!(
+        !put.stderr.contains('\r'),
+        "no progress line when stderr is a file"
+    );
+
+    for (file, read) in [
+        (
+            "out.parquet",
+            read_parquet as fn(&Path) -> (SchemaRef, Vec<RecordBatch>),
+        ),
+        ("out.arrow", read_ipc_file),
+        ("out.arrows", |p: &Path| {
+            read_ipc_stream(&std::fs::read(p).unwrap())
+        }),
+    ] {
+        let get = cli(&server.uri, &["get", "trips", "-o", file])
+            .cwd(dir)
+            .run()
+            .ok();
+        assert!(get.stdout.is_empty(), "get -o writes nothing on stdout");
+        assert!(
+            get.stderr.contains("get 'trips': 45000 rows"),
+            "{}",
+            get.stderr
+        );
+        assert_same_table(&data, read(&dir.join(file)));
+    }
+    let stdout = cli(&server.uri, &["get", "trips", "--quiet"]).run().ok();
+    assert!(stdout.stderr.is_empty(), "--quiet: {}", stdout.stderr);
+    assert_same_table(&data, read_ipc_stream(&stdout.stdout));
+    // Only the finished files: no partial downloads left behind.
+    assert_eq!(
+        entries(dir),
+        ["in.parquet", "out.arrow", "out.arrows", "out.parquet"]
+    );
+}
+
+#[test]
+fn put_ipc_file_and_ipc_stream_on_stdin_roundtrip() {
+    let server = TestServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = table(25_000, true);
+    let file = work.path().join("in.arrow");
+    write_ipc_file(&file, &data);
+
+    cli(&server.uri, &["put", "from-file", file.to_str().unwrap()])
+        .run()
+        .ok();
+    cli(&server.uri, &["put", "from-stdin", "-"])
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+    for name in ["from-file", "from-stdin"] {
+        let out = work.path().join(format!("{name}.parquet"));
+        cli(&server.uri, &["get", name, "-o", out.to_str().unwrap()])
+            .run()
+            .ok();
+        assert_same_table(&data, read_parquet(&out));
+    }
+}
+
+#[test]
+fn a_failed_upload_is_cancelled_and_keeps_the_old_dataset() {
+    let server = TestServer::start();
+    cli(&server.uri, &["put", "d", "-"])
+        .stdin(ipc_stream(&table(1_000, false)))
+        .run()
+        .ok();
+    // A stream cut in the middle of a batch: the client must cancel the call,
+    // not end it cleanly (the server would commit what it got).
+    let mut cut = ipc_stream(&table(30_000, false));
+    cut.truncate(cut.len() * 2 / 3);
+    let failed = cli(&server.uri, &["put", "d", "-"]).stdin(cut).run();
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed.stderr.starts_with("hangar: reading stdin"),
+        "{}",
+        failed.stderr
+    );
+
+    let listing = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    assert_eq!(listing.items()[0].get("rows").num(), 1_000.0);
+}
+
+#[test]
+fn ls_lists_name_rows_bytes_columns_as_text_and_json() {
+    let server = TestServer::start();
+    let weird = "we\"ird ü";
+    for (name, rows) in [("alpha", 1_500), (weird, 20)] {
+        cli(&server.uri, &["put", name, "-"])
+            .stdin(ipc_stream(&table(rows, name == "alpha")))
+            .run()
+            .ok();
+    }
+    let text = cli(&server.uri, &["ls"]).run().ok().text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ROWS", "BYTES", "COLUMNS"]);
+    let alpha: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with("alpha"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!((alpha[1], alpha[3]), ("1500", "4"), "{text}");
+    // Columns are aligned: every line has ROWS ending at the same place.
+    let end = lines[0].find("ROWS").unwrap() + 4;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.chars().nth(end - 1).is_some_and(|c| c != ' ')),
+        "{text}"
+    );
+
+    let json = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    let items = json.items();
+    assert_eq!(items.len(), 2);
+    let weird_item = items.iter().find(|i| i.get("name").str() == weird).unwrap();
+    assert_eq!(weird_item.get("rows").num(), 20.0);
+    assert_eq!(weird_item.get("columns").num(), 3.0);
+    assert!(weird_item.get("bytes").num() > 0.0);
+
+    // The prefix is the ListFlights criteria.
+    let only = cli(&server.uri, &["ls", "al"]).run().ok().text();
+    assert_eq!(only.lines().count(), 2, "{only}");
+}
+
+#[test]
+fn info_shows_schema_with_dictionary_and_metadata_rows_bytes_endpoints() {
+    let server = TestServer::start();
+    cli(&server.uri, &["put", "d", "-"])
+        .stdin(ipc_stream(&table(3_000, true)))
+        .run()
+        .ok();
+    let text = cli(&server.uri, &["info", "d"]).run().ok().text();
+    for expected in [
+        "name:       d",
+        "rows:       3000",
+        "schema:     4 columns",
+        "  id   Int64 not null",
+        "  cat  dictionary<values=Utf8, indices=Int32>",
+        "origin = cli test",
+        "endpoints:  1",
+        "1. ticket \"d\" on this server",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
+    }
+
+    let json = Json::parse(&cli(&server.uri, &["info", "d", "--json"]).run().ok().text());
+    assert_eq!(json.get("name").str(), "d");
+    assert_eq!(json.get("rows").num(), 3000.0);
+    let schema = json.get("schema");
+    let fields = schema.get("fields").items();
+    assert_eq!(fields.len(), 4);
+    assert_eq!(fields[0].get("name").str(), "id");
+    assert_eq!(fields[0].get("nullable"), &Json::Bool(false));
+    assert_eq!(fields[3].get("dictionary").get("values").str(), "Utf8");
+    assert_eq!(fields[3].get("dictionary").get("indices").str(), "Int32");
+    assert_eq!(fields[1].get("dictionary"), &Json::Null);
+    assert_eq!(schema.get("metadata").get("origin").str(), "cli test");
+    let endpoints = json.get("endpoints").items();
+    assert_eq!(endpoints[0].get("ticket").str(), "d");
+    assert!(endpoints[0].get("locations").items().is_empty());
+}
+
+#[test]
+fn head_prints_the_first_rows_as_an_aligned_table() {
+    let server = TestServer::start();
+    cli(&server.uri, &["put", "d", "-"])
+        .stdin(ipc_stream(&table(50_000, true)))
+        .run()
+        .ok();
+    let text = cli(&server.uri, &["head", "d", "-n", "3"])
+        .run()
+        .ok()
+        .text();
+    assert_eq!(
+        text,
+        "id     x  s        cat\n\
+         \x200  null  null     red\n\
+         \x201  0.25  row \"1\"  green\n\
+         \x202   0.5  row \"2\"  blue\n"
+    );
+    let ten = cli(&server.uri, &["head", "d"]).run().ok().text();
+    assert_eq!(ten.lines().count(), 11, "header and 10 rows by default");
+    let none = cli(&server.uri, &["head", "d", "-n", "0"])
+        .run()
+        .ok()
+        .text();
+    assert_eq!(
+        none.split_whitespace().collect::<Vec<_>>(),
+        ["id", "x", "s", "cat"]
+    );
+}
+
+#[test]
+fn rm_deletes_and_a_missing_dataset_exits_1_with_not_found() {
+    let server = TestServer::start();
+    cli(&server.uri, &["put", "gone", "-"])
+        .stdin(ipc_stream(&table(10, false)))
+        .run()
+        .ok();
+    let rm = cli(&server.uri, &["rm", "gone"]).run().ok();
+    assert_eq!(rm.stderr, "hangar: removed 'gone'\n");
+    assert_eq!(cli(&server.uri, &["ls"]).run().ok().text(), "");
+
+    let work = tempfile::tempdir().unwrap();
+    for args in [
+        &["get", "gone", "-o", "x.parquet"][..],
+        &["info", "gone"][..],
+        &["head", "gone"][..],
+        &["rm", "gone"][..],
+    ] {
+        let run = cli(&server.uri, args).cwd(work.path()).run();
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+        let mut lines = run.stderr.lines();
+        assert_eq!(
+            lines.next(),
+            Some("hangar: NOT_FOUND: dataset 'gone' not found"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(
+            lines.next(),
+            Some("hangar: hint: 'hangar ls' lists the datasets")
+        );
+        assert!(run.stdout.is_empty());
+    }
+    assert!(
+        entries(work.path()).is_empty(),
+        "a failed get leaves no file"
+    );
+}
+
+#[test]
+fn actions_lists_and_action_runs_with_a_body() {
+    let server = TestServer::start();
+    let text = cli(&server.uri, &["actions"]).run().ok().text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("TYPE") && lines[0].contains("DESCRIPTION"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("drop_dataset  Delete a dataset."),
+        "{text}"
+    );
+
+    cli(&server.uri, &["put", "d", "-"])
+        .stdin(ipc_stream(&table(10, false)))
+        .run()
+        .ok();
+    let dropped = cli(&server.uri, &["action", "drop_dataset", "d"])
+        .run()
+        .ok();
+    assert_eq!(Json::parse(&dropped.text()).get("dropped").str(), "d");
+    let unknown = cli(&server.uri, &["action", "explode"]).run();
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .starts_with("hangar: INVALID_ARGUMENT: unknown action 'explode'"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_touching_the_network() {
+    // No server at all: usage errors must not even try to connect.
+    let nowhere = "grpc://127.0.0.1:9";
+    for (args, phrase) in [
+        (&["ls", "--bogus"][..], "invalid option '--bogus'"),
+        (&["put", "d"][..], "needs a FILE"),
+        (&["get"][..], "needs a dataset NAME"),
+        (&["get", "d", "-o", "out.csv"][..], "cannot tell the format"),
+        (&["head", "d", "-n", "x"][..], "invalid --rows"),
+        (
+            &["ls", "--server", "http://h:1"][..],
+            "unsupported scheme 'http'",
+        ),
+        (
+            &["ls", "--tls-root", "ca.pem"][..],
+            "needs a grpc+tls:// server",
+        ),
+        (&["rm", "a", "b"][..], "unexpected argument 'b'"),
+    ] {
+        let run = cli(nowhere, args).run();
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(phrase), "{args:?}: {}", run.stderr);
+    }
+    let bad_env = cli("localhost:8815", &["ls"]).run();
+    assert_eq!(bad_env.code, 2);
+    assert!(
+        bad_env.stderr.contains("invalid HANGAR_SERVER"),
+        "{}",
+        bad_env.stderr
+    );
+
+    let help = cli(nowhere, &["get", "--help"]).run().ok().text();
+    assert!(
+        help.contains("hangar get") && help.contains("--server"),
+        "{help}"
+    );
+    let top = cli(nowhere, &["--help"]).run().ok().text();
+    for command in [
+        "put", "get", "ls", "info", "head", "rm", "actions", "action",
+    ] {
+        assert!(
+            top.contains(&format!("\n    {command} ")),
+            "{command} in:\n{top}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_server_exits_1_with_unavailable_and_a_hint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("grpc://127.0.0.1:{port}");
+    let run = cli(&uri, &["ls"]).run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("hangar: UNAVAILABLE: cannot connect to {uri}")),
+        "{}",
+        run.stderr
+    );
+    assert!(lines[1].contains("--server"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_input_file_exits_1_and_names_it() {
+    let server = TestServer::start();
+    let run = cli(&server.uri, &["put", "d", "/nonexistent/in.parquet"]).run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("hangar: opening /nonexistent/in.parquet:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn login_with_user_and_password_against_hangar() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let mut file = hangar::auth::Users::default();
+    file.add("ann", hangar::auth::Role::Admin, "s3cret-pass")
+        .unwrap();
+    file.add("rob", hangar::auth::Role::Read, "r3ad-only-pass")
+        .unwrap();
+    file.save(&users).unwrap();
+    let server = TestServer::start_with_args([std::ffi::OsStr::new("--users"), users.as_os_str()]);
+
+    let anonymous = cli(&server.uri, &["ls"]).run();
+    assert_eq!(anonymous.code, 1);
+    assert!(
+        anonymous.stderr.starts_with("hangar: UNAUTHENTICATED: "),
+        "{}",
+        anonymous.stderr
+    );
+    assert!(
+        anonymous.stderr.contains("try --user"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let wrong = cli(&server.uri, &["ls", "--user", "ann"])
+        .env("HANGAR_PASSWORD", "nope")
+        .run();
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong.stderr.starts_with("hangar: UNAUTHENTICATED: "),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!wrong.stderr.contains("try --user"), "{}", wrong.stderr);
+
+    let data = table(2_000, true);
+    cli(&server.uri, &["put", "d", "-", "--user", "ann"])
+        .env("HANGAR_PASSWORD", "s3cret-pass")
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+    let got = cli(&server.uri, &["get", "d", "--user", "rob", "-q"])
+        .env("HANGAR_PASSWORD", "r3ad-only-pass")
+        .run()
+        .ok();
+    assert_same_table(&data, read_ipc_stream(&got.stdout));
+    let denied = cli(&server.uri, &["rm", "d", "--user", "rob"])
+        .env("HANGAR_PASSWORD", "r3ad-only-pass")
+        .run();
+    assert_eq!(denied.code, 1);
+    assert!(
+        denied.stderr.starts_with("hangar: PERMISSION_DENIED: "),
+        "{}",
+        denied.stderr
+    );
+}
+
+#[test]
+fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
+    let server = Cookbook::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    // The cookbook's GeneratorStream cannot send dictionary columns (pyarrow's
+    // own client fails on them too), so this table has none.
+    let data = table(35_000, false);
+    write_parquet(&dir.join("in.parquet"), &data);
+
+    cli(&server.uri, &["put", "uploaded.parquet", "in.parquet"])
+        .cwd(dir)
+        .run()
+        .ok();
+    cli(&server.uri, &["put", "streamed.parquet", "-"])
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+    assert!(server.repo.path().join("uploaded.parquet").exists());
+
+    let json = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    let mut names: Vec<&str> = json.items().iter().map(|i| i.get("name").str()).collect();
+    names.sort();
+    assert_eq!(names, ["streamed.parquet", "uploaded.parquet"]);
+    assert!(json
+        .items()
+        .iter()
+        .all(|i| i.get("rows").num() == 35_000.0 && i.get("columns").num() == 3.0));
+
+    let info = cli(&server.uri, &["info", "uploaded.parquet"])
+        .run()
+        .ok()
+        .text();
+    // The cookbook names its own location in the endpoint: get follows it.
+    assert!(
+        info.contains(&format!("ticket \"uploaded.parquet\" at {}", server.uri)),
+        "{info}"
+    );
+    let head = cli(&server.uri, &["head", "uploaded.parquet", "-n", "2"])
+        .run()
+        .ok()
+        .text();
+    assert_eq!(head.lines().count(), 3, "{head}");
+
+    cli(
+        &server.uri,
+        &["get", "uploaded.parquet", "-o", "out.parquet"],
+    )
+    .cwd(dir)
+    .run()
+    .ok();
+    assert_same_table(&data, read_parquet(&dir.join("out.parquet")));
+    let stdout = cli(&server.uri, &["get", "streamed.parquet"]).run().ok();
+    assert_same_table(&data, read_ipc_stream(&stdout.stdout));
+
+    let actions = cli(&server.uri, &["actions"]).run().ok().text();
+    assert!(
+        actions.contains("drop_dataset  Delete a dataset."),
+        "{actions}"
+    );
+    cli(&server.uri, &["rm", "uploaded.parquet"]).run().ok();
+    cli(&server.uri, &["rm", "streamed.parquet"]).run().ok();
+    assert_eq!(
+        cli(&server.uri, &["ls", "--json"]).run().ok().text(),
+        "[]\n"
+    );
+    // The recipe's drop of a missing file is a Python exception: UNKNOWN,
+    // reported on one line with the exception's name.
+    let again = cli(&server.uri, &["rm", "uploaded.parquet"]).run();
+    assert_eq!(again.code, 1);
+    let first = again.stderr.lines().next().unwrap();
+    assert!(first.starts_with("hangar: UNKNOWN: "), "{}", again.stderr);
+    assert!(first.contains("FileNotFoundError"), "{}", again.stderr);
+}
+
+#[test]
+fn cookbook_basic_token_recipe_accepts_user_and_password() {
+    let server = Cookbook::start(&["--users", "test:password"]);
+    let data = table(500, false);
+
+    let anonymous = cli(&server.uri, &["ls"]).run();
+    assert_eq!(anonymous.code, 1);
+    assert!(
+        anonymous
+            .stderr
+            .starts_with("hangar: UNAUTHENTICATED: No credentials supplied"),
+        "{}",
+        anonymous.stderr
+    );
+    assert!(
+        anonymous.stderr.contains("try --user"),
+        "{}",
+        anonymous.stderr
+    );
+    let wrong = cli(&server.uri, &["ls", "--user", "test"])
+        .env("HANGAR_PASSWORD", "wrong")
+        .run();
+    assert_eq!(wrong.code, 1);
+    assert!(
+        wrong
+            .stderr
+            .starts_with("hangar: UNAUTHENTICATED: Unknown user or invalid password"),
+        "{}",
+        wrong.stderr
+    );
+
+    let login = |args: &[&str]| {
+        cli(&server.uri, args)
+            .env("HANGAR_PASSWORD", "password")
+            .run()
+    };
+    let put = cli(&server.uri, &["put", "d.parquet", "-", "--user", "test"])
+        .env("HANGAR_PASSWORD", "password")
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+    assert!(put.stderr.contains("500 rows"), "{}", put.stderr);
+    let ls = login(&["ls", "--user", "test"]).ok().text();
+    assert!(ls.contains("d.parquet"), "{ls}");
+    // The endpoint's location is a second connection: it logs in too.
+    let got = login(&["get", "d.parquet", "--user", "test", "-q"]).ok();
+    assert_same_table(&data, read_ipc_stream(&got.stdout));
+    login(&["rm", "d.parquet", "--user", "test"]).ok();
+}
