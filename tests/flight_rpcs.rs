@@ -519,7 +519,7 @@ async fn put_accepts_names_up_to_255_bytes() {
         // The longest legal name, and one with multi-byte characters that is
         // 255 bytes long; both must be stored like any other name.
         let ascii = "y".repeat(255);
-        let multibyte = format!("{}{}", "é".repeat(126), "z"[..].repeat(3));
+        let multibyte = format!("{}zzz", "é".repeat(126));
         assert_eq!(multibyte.len(), 255);
         for name in [&ascii, &multibyte] {
             let summary = put(&mut client, name, numbers_schema(), &[numbers(0..3)])
@@ -1011,6 +1011,37 @@ async fn default_client_reads_a_16_mib_batch_roundtrip() {
         let (got_schema, got) = get_ok(&mut reader, "big").await;
         assert_eq!(got_schema, schema);
         assert_same_rows(&[batch], &got);
+
+        // On the wire: the schema first, then record batches cut to about
+        // 2 MiB each, every message under the 4 MiB default client limit.
+        let mut raw = FlightClient::new(server.channel().await)
+            .into_inner()
+            .max_decoding_message_size(usize::MAX);
+        let mut messages = raw
+            .do_get(ticket("big"))
+            .await
+            .expect("raw DoGet")
+            .into_inner();
+        let mut kinds = Vec::new();
+        while let Some(message) = messages.message().await.expect("raw DoGet stream") {
+            let size = prost::Message::encoded_len(&message);
+            assert!(size < 4 * 1024 * 1024, "a {size}-byte message");
+            assert!(
+                message.data_body.len() <= 3 * 1024 * 1024,
+                "a {}-byte body: batches are sliced to about 2 MiB",
+                message.data_body.len()
+            );
+            let header = arrow_ipc::root_as_message(&message.data_header).expect("IPC header");
+            kinds.push(header.header_type());
+        }
+        assert_eq!(kinds[0], arrow_ipc::MessageHeader::Schema, "{kinds:?}");
+        assert!(
+            kinds[1..]
+                .iter()
+                .all(|k| *k == arrow_ipc::MessageHeader::RecordBatch),
+            "{kinds:?}"
+        );
+        assert!(kinds.len() > 8, "16 MiB in about 2 MiB pieces: {kinds:?}");
     })
     .await
 }
