@@ -425,6 +425,7 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
         let bound = server::bind(config).await?;
         let uri = bound.uri()?;
         // The one line on stdout scripts wait for; flushed before accepting.
@@ -434,7 +435,7 @@ fn serve(config: Config) -> ExitCode {
             let _ = writeln!(out, "hangar listening on {uri}");
             let _ = out.flush();
         }
-        server::run(bound, shutdown_signal()).await
+        server::run(bound, shutdown).await
     });
     // Abandoned calls' worker threads must not hold the exit up.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -447,15 +448,19 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Registers SIGINT and SIGTERM handlers now (before the listening line, so a
+/// signal right after it is never fatal) and returns a future that resolves on
+/// the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, hangar::Error> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let register =
+        |kind| signal(kind).map_err(|e| hangar::Error::io("installing signal handlers", e));
+    let mut term = register(SignalKind::terminate())?;
+    let mut int = register(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -306,9 +306,18 @@ impl Store {
             }
         }
         let seq = self.uploads.fetch_add(1, Ordering::Relaxed);
+        // The pid comes first (the startup sweep reads it); the name is cut so
+        // that a 255-byte dataset name still gives a legal temporary file name.
+        let mut hint = String::new();
+        for c in name.chars() {
+            if hint.len() + c.len_utf8() > 64 {
+                break;
+            }
+            hint.push(c);
+        }
         let temp = self
             .root
-            .join(format!("{TEMP_PREFIX}{}-{seq}-{name}", std::process::id()));
+            .join(format!("{TEMP_PREFIX}{}-{seq}-{hint}", std::process::id()));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -584,6 +593,15 @@ mod tests {
             .message()
             .contains("255"));
         assert!(validate_name(&"x".repeat(255)).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Codec::None).unwrap();
+        let longest = "é".repeat(127) + "x";
+        assert_eq!(longest.len(), 255);
+        let b = batch(&[1]);
+        let mut up = store.create(&longest, b.schema()).unwrap();
+        up.write(&b).unwrap();
+        up.commit().unwrap();
+        assert_eq!(store.info(&longest).unwrap().rows, 1);
         assert!(validate_name("uploaded.parquet").is_ok());
         assert!(validate_name("données été.parquet").is_ok());
     }
