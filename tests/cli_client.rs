@@ -513,27 +513,23 @@ fn python() -> PathBuf {
     python
 }
 
-/// tests/python/cookbook_server.py on a free port; killed on drop.
-struct Cookbook {
+/// A server process that announces its URI on its first stdout line, after
+/// `prefix`; killed on drop.
+struct Server {
     child: Child,
     uri: String,
+    /// Its repository folder.
     repo: tempfile::TempDir,
 }
 
-impl Cookbook {
-    fn start(extra: &[&str]) -> Cookbook {
-        let repo = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .args(["--port", "0", "--repo"])
-            .arg(repo.path())
-            .args(extra)
+impl Server {
+    fn spawn(mut command: Command, prefix: &str, repo: tempfile::TempDir) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("starting the cookbook server");
+            .expect("starting a server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -545,18 +541,43 @@ impl Cookbook {
             Ok(Ok(line)) => line,
             other => {
                 let _ = child.kill();
-                panic!("the cookbook server did not start (pyarrow installed?): {other:?}")
+                panic!("{command:?} did not start: {other:?}")
             }
         };
         let uri = line
-            .strip_prefix("cookbook server listening on ")
+            .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_string();
-        Cookbook { child, uri, repo }
+        Server { child, uri, repo }
+    }
+
+    /// tests/python/cookbook_server.py on a free port.
+    fn cookbook(extra: &[&str]) -> Server {
+        let repo = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
+        let mut command = Command::new(python());
+        command
+            .arg(script)
+            .args(["--port", "0", "--repo"])
+            .arg(repo.path())
+            .args(extra);
+        Server::spawn(command, "cookbook server listening on ", repo)
+    }
+
+    /// `hangar serve` on a free port, for announcements TestServer does not
+    /// parse (grpc+tls://).
+    fn hangar(extra: &[&str]) -> Server {
+        let repo = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hangar"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+            .arg(repo.path())
+            .args(extra);
+        Server::spawn(command, "hangar listening on ", repo)
     }
 }
 
-impl Drop for Cookbook {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = wait_timeout(&mut self.child, Duration::from_secs(10));
@@ -991,7 +1012,7 @@ fn login_with_user_and_password_against_hangar() {
 
 #[test]
 fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
-    let server = Cookbook::start(&[]);
+    let server = Server::cookbook(&[]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     // The cookbook's GeneratorStream cannot send dictionary columns (pyarrow's
@@ -1066,7 +1087,7 @@ fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
 
 #[test]
 fn cookbook_basic_token_recipe_accepts_user_and_password() {
-    let server = Cookbook::start(&["--users", "test:password"]);
+    let server = Server::cookbook(&["--users", "test:password"]);
     let data = table(500, false);
 
     let anonymous = cli(&server.uri, &["ls"]).run();
@@ -1112,4 +1133,88 @@ fn cookbook_basic_token_recipe_accepts_user_and_password() {
     let got = login(&["get", "d.parquet", "--user", "test", "-q"]).ok();
     assert_same_table(&data, read_ipc_stream(&got.stdout));
     login(&["rm", "d.parquet", "--user", "test"]).ok();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by
+/// the pyarrow TLS tests' generator (tests/python/test_auth.py), so there is
+/// one certificate recipe in the repository.
+fn certificates(dir: &Path) {
+    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let made = Command::new(python())
+        .current_dir(&python_dir)
+        .args([
+            "-c",
+            "import pathlib, sys; sys.path.insert(0, '.'); \
+             from test_auth import _make_certificates; \
+             _make_certificates(pathlib.Path(sys.argv[1]))",
+        ])
+        .arg(dir)
+        .output()
+        .expect("running python");
+    assert!(
+        made.status.success(),
+        "generating certificates: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+#[test]
+fn tls_root_and_client_certificate_reach_an_mtls_server() {
+    let certs = tempfile::tempdir().unwrap();
+    let pem = |name: &str| certs.path().join(name).to_str().unwrap().to_string();
+    certificates(certs.path());
+    let server = Server::hangar(&[
+        "--tls-cert",
+        &pem("server.pem"),
+        "--tls-key",
+        &pem("server.key"),
+        "--tls-client-ca",
+        &pem("ca.pem"),
+    ]);
+    let uri = server.uri.clone();
+    assert!(uri.starts_with("grpc+tls://127.0.0.1:"), "{uri}");
+    let tls = ["--tls-root", &pem("ca.pem")];
+    let mtls = [
+        "--tls-root",
+        &pem("ca.pem"),
+        "--tls-cert",
+        &pem("client.pem"),
+        "--tls-key",
+        &pem("client.key"),
+    ];
+
+    let data = table(1_000, true);
+    let args = |command: &[&str], extra: &[&str]| -> Vec<String> {
+        command.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let with = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        cli(&uri, &refs)
+    };
+    with(args(&["put", "d", "-"], &mtls))
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+    let got = with(args(&["get", "d", "-q"], &mtls)).run().ok();
+    assert_same_table(&data, read_ipc_stream(&got.stdout));
+
+    // Without a client certificate the server refuses the connection: the
+    // TLS alert arrives, or only a dropped connection, depending on timing.
+    let refused = with(args(&["ls"], &tls)).run();
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("client certificate") && refused.stderr.contains("--tls-cert"),
+        "{}",
+        refused.stderr
+    );
+    // Without the CA the server's certificate is not trusted.
+    let untrusted = with(args(&["ls"], &[])).run();
+    assert_eq!(untrusted.code, 1, "{}", untrusted.stderr);
+    assert!(
+        untrusted
+            .stderr
+            .contains("hint: the server's certificate is not trusted"),
+        "{}",
+        untrusted.stderr
+    );
 }

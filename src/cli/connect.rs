@@ -265,17 +265,25 @@ impl Connector {
                 .map_err(|e| Failure::local(format!("TLS setup for {uri}: {}", chain(&e))))?;
         }
         endpoint.connect().await.map_err(|e| {
-            let mut failure = Failure::status(
-                Code::Unavailable,
-                format!("cannot connect to {uri}: {}", chain(&e)),
-            );
-            failure.hints.clear();
-            failure.hint(format!(
-                "is a Flight server running there? Choose one with --server or HANGAR_SERVER \
-                 (default {DEFAULT_SERVER})"
-            ));
-            if uri.tls && options.tls_root.is_none() {
-                failure.hint("for a server with a private CA, pass --tls-root CA.pem");
+            let message = format!("cannot connect to {uri}: {}", chain(&e));
+            let tls_problem = message.contains("certificate") || message.contains("alert");
+            let mut failure = Failure::status(Code::Unavailable, message);
+            // Keep the hint that names a TLS flag (see `Failure::status`);
+            // the generic one becomes specific.
+            failure
+                .hints
+                .retain(|h| !h.starts_with("is the server running"));
+            if failure.hints.is_empty() {
+                failure.hint(if tls_problem {
+                    "check --tls-root, --tls-cert and --tls-key, and that the server's \
+                     certificate names the host in --server"
+                        .to_string()
+                } else {
+                    format!(
+                        "is a Flight server running there? Choose one with --server or \
+                         HANGAR_SERVER (default {DEFAULT_SERVER})"
+                    )
+                });
             }
             failure
         })

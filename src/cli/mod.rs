@@ -466,6 +466,7 @@ async fn execute(invocation: Invocation) -> Result<(), Failure> {
         command,
     } = invocation;
     let has_user = connect.user.is_some();
+    let tls_without_identity = connect.server.tls && connect.tls_cert.is_none();
     // Checks that need no server come first, so a usage mistake costs no login.
     if let Command::Get {
         output: Output::Stdout,
@@ -492,6 +493,15 @@ async fn execute(invocation: Invocation) -> Result<(), Failure> {
                  HANGAR_PASSWORD"
                     .into(),
             ];
+        }
+        // A server that requires client certificates drops the connection
+        // after the TLS handshake; the alert does not always arrive first.
+        let dropped = failure.message.contains("transport error");
+        if tls_without_identity && dropped && failure.hints.is_empty() {
+            failure.hint(
+                "if the server requires client certificates (mutual TLS), pass --tls-cert \
+                 and --tls-key",
+            );
         }
         failure
     })
@@ -546,6 +556,17 @@ impl Failure {
             }
             _ => {}
         }
+        // TLS failures arrive as transport errors of any code; say which flag fixes them.
+        if failure.message.contains("CertificateRequired") {
+            failure.hint(
+                "the server requires a client certificate (mutual TLS): pass --tls-cert and \
+                 --tls-key",
+            );
+        } else if failure.message.contains("UnknownIssuer")
+            || failure.message.contains("invalid peer certificate")
+        {
+            failure.hint("the server's certificate is not trusted: pass its CA with --tls-root");
+        }
         failure
     }
 
@@ -586,7 +607,18 @@ impl Failure {
 
 impl From<Status> for Failure {
     fn from(status: Status) -> Failure {
-        Failure::status(status.code(), status.message())
+        // A status made on this side from a connection error says only
+        // "transport error"; the reason (a TLS alert, a reset) is its source.
+        let mut message = status.message().to_string();
+        if let Some(source) = std::error::Error::source(&status) {
+            let cause = connect::chain(source);
+            if cause.starts_with(&message) {
+                message = cause;
+            } else if !message.contains(&cause) {
+                message = format!("{message}: {cause}");
+            }
+        }
+        Failure::status(status.code(), message)
     }
 }
 
