@@ -1218,3 +1218,64 @@ fn tls_root_and_client_certificate_reach_an_mtls_server() {
         untrusted.stderr
     );
 }
+
+/// A Flight server that only answers GetFlightInfo: one FlightInfo whose two
+/// endpoints live on two other servers (given as argv[1] and argv[2]), each
+/// holding the dataset "part".
+const DIRECTORY_SERVER: &str = r#"
+import sys
+import pyarrow.flight as fl
+
+first, second = sys.argv[1], sys.argv[2]
+
+class Directory(fl.FlightServerBase):
+    def get_flight_info(self, context, descriptor):
+        part = fl.FlightDescriptor.for_path("part")
+        schema = fl.connect(first).get_flight_info(part).schema
+        endpoints = [fl.FlightEndpoint(b"part", [first]), fl.FlightEndpoint(b"part", [second])]
+        return fl.FlightInfo(schema, descriptor, endpoints, -1, -1)
+
+server = Directory("grpc://127.0.0.1:0")
+print(f"directory listening on grpc://127.0.0.1:{server.port}", flush=True)
+server.serve()
+"#;
+
+#[test]
+fn get_and_head_read_every_endpoint_in_order_from_its_location() {
+    let (first, second) = (TestServer::start(), TestServer::start());
+    let (one, two) = (table(12_000, false), batch(12_000..20_000, false));
+    cli(&first.uri, &["put", "part", "-"])
+        .stdin(ipc_stream(&one))
+        .run()
+        .ok();
+    cli(&second.uri, &["put", "part", "-"])
+        .stdin(ipc_stream(std::slice::from_ref(&two)))
+        .run()
+        .ok();
+    let mut command = Command::new(python());
+    command
+        .args(["-c", DIRECTORY_SERVER])
+        .args([&first.uri, &second.uri]);
+    let directory = Server::spawn(
+        command,
+        "directory listening on ",
+        tempfile::tempdir().unwrap(),
+    );
+
+    let mut both = one.clone();
+    both.push(two);
+    let got = cli(&directory.uri, &["get", "whole", "-q"]).run().ok();
+    assert_same_table(&both, read_ipc_stream(&got.stdout));
+    let info = cli(&directory.uri, &["info", "whole"]).run().ok().text();
+    assert!(
+        info.contains(&format!("2. ticket \"part\" at {}", second.uri)),
+        "{info}"
+    );
+    // head stops inside the second endpoint.
+    let head = cli(&directory.uri, &["head", "whole", "-n", "12002"])
+        .run()
+        .ok()
+        .text();
+    let last = head.lines().last().unwrap();
+    assert!(last.trim_start().starts_with("12001 "), "{last}");
+}

@@ -78,6 +78,12 @@ struct Source {
 fn open_source(input: &Input) -> Result<Source, Failure> {
     let path = match input {
         Input::Stdin => {
+            if std::io::stdin().is_terminal() {
+                let mut failure =
+                    Failure::usage("refusing to read binary Arrow data from a terminal");
+                failure.hint("pipe an Arrow IPC stream into 'hangar put NAME -', or give a FILE");
+                return Err(failure);
+            }
             let reader = arrow_ipc::reader::StreamReader::try_new(
                 BufReader::with_capacity(1 << 20, std::io::stdin()),
                 None,
