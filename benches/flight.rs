@@ -38,6 +38,7 @@
 //! | `HANGAR_BENCH_REFERENCE` | 1 | 0 skips the pyarrow reference |
 //! | `HANGAR_PYTHON` | `.venv/bin/python`, else `python3` | interpreter with pyarrow |
 //! | `HANGAR_BENCH_DIR` | system temp dir | where the repositories go (removed after) |
+//! | `HANGAR_BENCH_BIN` | the bench's own `hangar` | another hangar binary to run (A/B comparisons) |
 //! | `HANGAR_BENCH_STATIC_BIN` | unset | a statically linked hangar to report the size of |
 //! | `HANGAR_BENCH_TIMEOUT_S` | 3600 | the whole run is aborted after this |
 //!
@@ -139,6 +140,7 @@ struct Config {
     reference: bool,
     python: PathBuf,
     dir: PathBuf,
+    bin: PathBuf,
     static_bin: Option<PathBuf>,
     timeout: Duration,
 }
@@ -184,6 +186,9 @@ impl Config {
             dir: std::env::var_os("HANGAR_BENCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
+            bin: std::env::var_os("HANGAR_BENCH_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hangar"))),
             static_bin: std::env::var_os("HANGAR_BENCH_STATIC_BIN").map(PathBuf::from),
             timeout: Duration::from_secs(env_or("HANGAR_BENCH_TIMEOUT_S", 3600u64)),
         }
@@ -383,7 +388,7 @@ impl Server {
         let stderr = fs::File::create(&stderr_path)?;
         let mut command = match kind {
             Kind::Hangar => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
+                let mut c = Command::new(&config.bin);
                 c.args(["serve", "--listen", "127.0.0.1:0", "--repo"])
                     .arg(repo);
                 c
@@ -765,6 +770,7 @@ fn run(config: &Config) -> Res<()> {
     let load_before = loadavg();
     let machine = machine();
     eprintln!("machine: {machine}; load average {load_before}");
+    eprintln!("server: {}", config.bin.display());
     if config.reference {
         check_python(config)?;
     }
@@ -942,7 +948,7 @@ fn run(config: &Config) -> Res<()> {
         None
     };
 
-    let binary_bytes = fs::metadata(env!("CARGO_BIN_EXE_hangar"))?.len();
+    let binary_bytes = fs::metadata(&config.bin)?.len();
     let static_binary_bytes = match &config.static_bin {
         Some(path) => Some(fs::metadata(path)?.len()),
         None => None,
