@@ -47,6 +47,30 @@ impl Run {
         assert_eq!(self.code, 0, "expected success; stderr:\n{}", self.stderr);
         self
     }
+
+    /// Exit code 1 and a first error line starting with `prefix`.
+    #[track_caller]
+    fn fails(self, prefix: &str) -> Run {
+        assert_eq!(
+            self.code, 1,
+            "expected exit code 1; stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with(prefix),
+            "expected {prefix:?}; stderr:\n{}",
+            self.stderr
+        );
+        assert!(self.stdout.is_empty(), "a failure writes nothing on stdout");
+        self
+    }
+
+    /// Whether a `hangar: hint:` line contains `text`.
+    fn hints(&self, text: &str) -> bool {
+        self.stderr
+            .lines()
+            .any(|l| l.starts_with("hangar: hint: ") && l.contains(text))
+    }
 }
 
 /// A client command to run against `server`, with optional stdin and
@@ -676,13 +700,10 @@ fn a_failed_upload_is_cancelled_and_keeps_the_old_dataset() {
     // not end it cleanly (the server would commit what it got).
     let mut cut = ipc_stream(&table(30_000, false));
     cut.truncate(cut.len() * 2 / 3);
-    let failed = cli(&server.uri, &["put", "d", "-"]).stdin(cut).run();
-    assert_eq!(failed.code, 1, "{}", failed.stderr);
-    assert!(
-        failed.stderr.starts_with("hangar: reading stdin"),
-        "{}",
-        failed.stderr
-    );
+    cli(&server.uri, &["put", "d", "-"])
+        .stdin(cut)
+        .run()
+        .fails("hangar: reading stdin");
 
     let listing = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
     assert_eq!(listing.items()[0].get("rows").num(), 1_000.0);
@@ -819,19 +840,12 @@ fn rm_deletes_and_a_missing_dataset_exits_1_with_not_found() {
         &["rm", "gone"][..],
     ] {
         let run = cli(&server.uri, args).cwd(work.path()).run();
-        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
-        let mut lines = run.stderr.lines();
         assert_eq!(
-            lines.next(),
-            Some("hangar: NOT_FOUND: dataset 'gone' not found"),
-            "{args:?}: {}",
-            run.stderr
+            run.fails("hangar: NOT_FOUND: ").stderr,
+            "hangar: NOT_FOUND: dataset 'gone' not found\n\
+             hangar: hint: 'hangar ls' lists the datasets\n",
+            "{args:?}"
         );
-        assert_eq!(
-            lines.next(),
-            Some("hangar: hint: 'hangar ls' lists the datasets")
-        );
-        assert!(run.stdout.is_empty());
     }
     assert!(
         entries(work.path()).is_empty(),
@@ -861,15 +875,9 @@ fn actions_lists_and_action_runs_with_a_body() {
         .run()
         .ok();
     assert_eq!(Json::parse(&dropped.text()).get("dropped").str(), "d");
-    let unknown = cli(&server.uri, &["action", "explode"]).run();
-    assert_eq!(unknown.code, 1);
-    assert!(
-        unknown
-            .stderr
-            .starts_with("hangar: INVALID_ARGUMENT: unknown action 'explode'"),
-        "{}",
-        unknown.stderr
-    );
+    cli(&server.uri, &["action", "explode"])
+        .run()
+        .fails("hangar: INVALID_ARGUMENT: unknown action 'explode'");
 }
 
 #[test]
@@ -928,28 +936,22 @@ fn an_unreachable_server_exits_1_with_unavailable_and_a_hint() {
         .unwrap()
         .port();
     let uri = format!("grpc://127.0.0.1:{port}");
-    let run = cli(&uri, &["ls"]).run();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let lines: Vec<&str> = run.stderr.lines().collect();
+    let run = cli(&uri, &["ls"])
+        .run()
+        .fails(&format!("hangar: UNAVAILABLE: cannot connect to {uri}"));
     assert!(
-        lines[0].starts_with(&format!("hangar: UNAVAILABLE: cannot connect to {uri}")),
+        run.hints("is a Flight server running there?"),
         "{}",
         run.stderr
     );
-    assert!(lines[1].contains("--server"), "{}", run.stderr);
 }
 
 #[test]
 fn missing_input_file_exits_1_and_names_it() {
     let server = TestServer::start();
-    let run = cli(&server.uri, &["put", "d", "/nonexistent/in.parquet"]).run();
-    assert_eq!(run.code, 1);
-    assert!(
-        run.stderr
-            .starts_with("hangar: opening /nonexistent/in.parquet:"),
-        "{}",
-        run.stderr
-    );
+    cli(&server.uri, &["put", "d", "/nonexistent/in.parquet"])
+        .run()
+        .fails("hangar: opening /nonexistent/in.parquet: No such file");
 }
 
 #[test]
@@ -964,29 +966,19 @@ fn login_with_user_and_password_against_hangar() {
     file.save(&users).unwrap();
     let server = TestServer::start_with_args([std::ffi::OsStr::new("--users"), users.as_os_str()]);
 
-    let anonymous = cli(&server.uri, &["ls"]).run();
-    assert_eq!(anonymous.code, 1);
-    assert!(
-        anonymous.stderr.starts_with("hangar: UNAUTHENTICATED: "),
-        "{}",
-        anonymous.stderr
-    );
-    assert!(
-        anonymous.stderr.contains("try --user"),
-        "{}",
-        anonymous.stderr
-    );
-
+    let anonymous = cli(&server.uri, &["ls"])
+        .run()
+        .fails("hangar: UNAUTHENTICATED: ");
+    assert!(anonymous.hints("try --user"), "{}", anonymous.stderr);
     let wrong = cli(&server.uri, &["ls", "--user", "ann"])
         .env("HANGAR_PASSWORD", "nope")
-        .run();
-    assert_eq!(wrong.code, 1);
+        .run()
+        .fails("hangar: UNAUTHENTICATED: ");
     assert!(
-        wrong.stderr.starts_with("hangar: UNAUTHENTICATED: "),
+        wrong.hints("check --user and HANGAR_PASSWORD"),
         "{}",
         wrong.stderr
     );
-    assert!(!wrong.stderr.contains("try --user"), "{}", wrong.stderr);
 
     let data = table(2_000, true);
     cli(&server.uri, &["put", "d", "-", "--user", "ann"])
@@ -999,15 +991,10 @@ fn login_with_user_and_password_against_hangar() {
         .run()
         .ok();
     assert_same_table(&data, read_ipc_stream(&got.stdout));
-    let denied = cli(&server.uri, &["rm", "d", "--user", "rob"])
+    cli(&server.uri, &["rm", "d", "--user", "rob"])
         .env("HANGAR_PASSWORD", "r3ad-only-pass")
-        .run();
-    assert_eq!(denied.code, 1);
-    assert!(
-        denied.stderr.starts_with("hangar: PERMISSION_DENIED: "),
-        "{}",
-        denied.stderr
-    );
+        .run()
+        .fails("hangar: PERMISSION_DENIED: ");
 }
 
 #[test]
@@ -1078,10 +1065,10 @@ fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
     );
     // The recipe's drop of a missing file is a Python exception: UNKNOWN,
     // reported on one line with the exception's name.
-    let again = cli(&server.uri, &["rm", "uploaded.parquet"]).run();
-    assert_eq!(again.code, 1);
+    let again = cli(&server.uri, &["rm", "uploaded.parquet"])
+        .run()
+        .fails("hangar: UNKNOWN: ");
     let first = again.stderr.lines().next().unwrap();
-    assert!(first.starts_with("hangar: UNKNOWN: "), "{}", again.stderr);
     assert!(first.contains("FileNotFoundError"), "{}", again.stderr);
 }
 
@@ -1090,31 +1077,14 @@ fn cookbook_basic_token_recipe_accepts_user_and_password() {
     let server = Server::cookbook(&["--users", "test:password"]);
     let data = table(500, false);
 
-    let anonymous = cli(&server.uri, &["ls"]).run();
-    assert_eq!(anonymous.code, 1);
-    assert!(
-        anonymous
-            .stderr
-            .starts_with("hangar: UNAUTHENTICATED: No credentials supplied"),
-        "{}",
-        anonymous.stderr
-    );
-    assert!(
-        anonymous.stderr.contains("try --user"),
-        "{}",
-        anonymous.stderr
-    );
-    let wrong = cli(&server.uri, &["ls", "--user", "test"])
+    let anonymous = cli(&server.uri, &["ls"])
+        .run()
+        .fails("hangar: UNAUTHENTICATED: No credentials supplied");
+    assert!(anonymous.hints("try --user"), "{}", anonymous.stderr);
+    cli(&server.uri, &["ls", "--user", "test"])
         .env("HANGAR_PASSWORD", "wrong")
-        .run();
-    assert_eq!(wrong.code, 1);
-    assert!(
-        wrong
-            .stderr
-            .starts_with("hangar: UNAUTHENTICATED: Unknown user or invalid password"),
-        "{}",
-        wrong.stderr
-    );
+        .run()
+        .fails("hangar: UNAUTHENTICATED: Unknown user or invalid password");
 
     let login = |args: &[&str]| {
         cli(&server.uri, args)
@@ -1200,20 +1170,14 @@ fn tls_root_and_client_certificate_reach_an_mtls_server() {
 
     // Without a client certificate the server refuses the connection: the
     // TLS alert arrives, or only a dropped connection, depending on timing.
-    let refused = with(args(&["ls"], &tls)).run();
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains("client certificate") && refused.stderr.contains("--tls-cert"),
-        "{}",
-        refused.stderr
-    );
+    let refused = with(args(&["ls"], &tls)).run().fails("hangar: ");
+    assert!(refused.hints("client certificate"), "{}", refused.stderr);
     // Without the CA the server's certificate is not trusted.
-    let untrusted = with(args(&["ls"], &[])).run();
-    assert_eq!(untrusted.code, 1, "{}", untrusted.stderr);
+    let untrusted = with(args(&["ls"], &[]))
+        .run()
+        .fails("hangar: UNAVAILABLE: ");
     assert!(
-        untrusted
-            .stderr
-            .contains("hint: the server's certificate is not trusted"),
+        untrusted.hints("the server's certificate is not trusted: pass its CA with --tls-root"),
         "{}",
         untrusted.stderr
     );

@@ -183,10 +183,6 @@ impl Connector {
         })
     }
 
-    pub fn server(&self) -> &ServerUri {
-        &self.options.server
-    }
-
     /// The `--max-message-size` limit, for messages either way.
     pub fn max_message_bytes(&self) -> usize {
         self.options.max_message_bytes
