@@ -632,6 +632,15 @@ struct Rate {
     secs: f64,
     rows: u64,
     bytes: u64,
+    /// CPU seconds the server process and this process (the client, or the
+    /// ceiling's threads) used meanwhile.
+    cpu: Option<Cpu>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    server: f64,
+    client: f64,
 }
 
 impl Rate {
@@ -640,13 +649,62 @@ impl Rate {
             secs: elapsed.as_secs_f64(),
             rows,
             bytes,
+            cpu: None,
         }
+    }
+    fn with_cpu(mut self, cpu: Cpu) -> Rate {
+        self.cpu = Some(cpu);
+        self
     }
     fn mb_s(&self) -> f64 {
         self.bytes as f64 / MB / self.secs
     }
     fn rows_s(&self) -> f64 {
         self.rows as f64 / self.secs
+    }
+}
+
+/// CPU time (user + system) of a process so far, from /proc/PID/stat, in
+/// seconds (USER_HZ is 100 on Linux).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Measures the CPU time a server and this process spend over an interval.
+struct CpuClock {
+    server: Option<String>,
+    server_start: f64,
+    client_start: f64,
+}
+
+impl CpuClock {
+    fn start(server: Option<u32>) -> CpuClock {
+        let server = server.map(|pid| pid.to_string());
+        CpuClock {
+            server_start: server.as_deref().map_or(0.0, cpu_secs),
+            client_start: cpu_secs("self"),
+            server,
+        }
+    }
+    fn stop(&self) -> Cpu {
+        Cpu {
+            server: self
+                .server
+                .as_deref()
+                .map_or(0.0, |pid| cpu_secs(pid) - self.server_start),
+            client: cpu_secs("self") - self.client_start,
+        }
     }
 }
 
@@ -796,12 +854,14 @@ fn run(config: &Config) -> Res<()> {
     let mut put_runs = vec![];
     let mut get_runs = vec![];
     for run in 0..config.runs {
+        let clock = CpuClock::start(None);
         let (elapsed, rows) = ceiling_put(&store, "table.parquet", &upload)?;
         check_rows(rows, table_rows, "ceiling (b)")?;
-        put_runs.push(Rate::new(elapsed, rows, table_bytes));
+        put_runs.push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
+        let clock = CpuClock::start(None);
         let (elapsed, rows) = ceiling_get(&store, "table.parquet")?;
         check_rows(rows, table_rows, "ceiling (a)")?;
-        get_runs.push(Rate::new(elapsed, rows, table_bytes));
+        get_runs.push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
         eprintln!(
             "ceiling run {}: (b) decode+write {:.0} MB/s, (a) read+encode {:.0} MB/s",
             run + 1,
@@ -812,6 +872,7 @@ fn run(config: &Config) -> Res<()> {
     let parquet_bytes = fs::metadata(ceiling_repo.join("table.parquet"))?.len();
     let mut get4_runs = vec![];
     for _ in 0..config.runs {
+        let clock = CpuClock::start(None);
         let started = Instant::now();
         let rows = std::thread::scope(|scope| -> Res<u64> {
             let handles: Vec<_> = (0..4)
@@ -823,7 +884,7 @@ fn run(config: &Config) -> Res<()> {
             }
             Ok(rows)
         })?;
-        get4_runs.push(Rate::new(started.elapsed(), rows, 4 * table_bytes));
+        get4_runs.push(Rate::new(started.elapsed(), rows, 4 * table_bytes).with_cpu(clock.stop()));
     }
     eprintln!("ceiling (a) 4 threads: {} MB/s", show_runs(&get4_runs));
     drop(store);
@@ -861,16 +922,21 @@ fn run(config: &Config) -> Res<()> {
                 let (Some(server), Some(client)) = (server, client) else {
                     continue;
                 };
+                let pid = Some(server.pid());
+                let clock = CpuClock::start(pid);
                 let elapsed = put_messages(client, upload.clone()).await?;
                 out.put_runs
-                    .push(Rate::new(elapsed, table_rows, table_bytes));
+                    .push(Rate::new(elapsed, table_rows, table_bytes).with_cpu(clock.stop()));
+                let clock = CpuClock::start(pid);
                 let (elapsed, rows) = get_all(client, "table.parquet").await?;
                 check_rows(rows, table_rows, "DoGet")?;
-                out.get_runs.push(Rate::new(elapsed, rows, table_bytes));
+                out.get_runs
+                    .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
+                let clock = CpuClock::start(pid);
                 let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
                 check_rows(rows, 4 * table_rows, "4 DoGets")?;
                 out.get4_runs
-                    .push(Rate::new(elapsed, rows, 4 * table_bytes));
+                    .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
                 eprintln!(
                     "{} run {}: DoPut {:.0} MB/s, DoGet {:.0} MB/s, 4 DoGets {:.0} MB/s",
                     server.kind.label(),
@@ -1634,6 +1700,49 @@ fn report(config: &Config, r: &Results) -> String {
         );
     }
 
+    // Where the CPU went, for the runs in the table.
+    let mut cpu_rows: Vec<(&str, &Rate)> = vec![
+        ("Ceiling (a), 1 thread", &r.ceiling_get),
+        ("Ceiling (a), 4 threads", &r.ceiling_get4),
+        ("Ceiling (b)", &r.ceiling_put),
+        ("hangar DoGet", &h.get),
+        ("hangar DoPut", &h.put),
+        ("hangar 4 DoGets", &h.get4),
+    ];
+    if let Some(x) = reference {
+        cpu_rows.push(("reference DoGet", &x.get));
+        cpu_rows.push(("reference DoPut", &x.put));
+        cpu_rows.push(("reference 4 DoGets", &x.get4));
+    }
+    let mut cpu = String::new();
+    let _ = writeln!(
+        cpu,
+        "| Run | Wall s | Server CPU s | Client (or in-process) CPU s | Cores busy | \
+         Server CPU s per GB | Client CPU s per GB |"
+    );
+    let _ = writeln!(cpu, "|---|---|---|---|---|---|---|");
+    for (name, rate) in cpu_rows {
+        let Some(c) = rate.cpu else { continue };
+        let gb = rate.bytes as f64 / 1e9;
+        let server = |v: f64| {
+            if name.starts_with("Ceiling") {
+                "–".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let _ = writeln!(
+            cpu,
+            "| {name} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} |",
+            rate.secs,
+            server(c.server),
+            c.client,
+            (c.server + c.client) / rate.secs,
+            server(c.server / gb),
+            c.client / gb
+        );
+    }
+
     let mut out = String::new();
     let _ = writeln!(out);
     let _ = writeln!(out, "## hangar flight benchmark");
@@ -1656,6 +1765,16 @@ fn report(config: &Config, r: &Results) -> String {
     );
     let _ = writeln!(out);
     out.push_str(&t.markdown());
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "CPU time of the runs above (from /proc/PID/stat; \"client\" is the benchmark \
+         process, which also runs the ceilings; cores busy = CPU seconds of both / wall \
+         seconds, out of {} CPUs):",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(out);
+    out.push_str(&cpu);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
