@@ -1215,11 +1215,10 @@ fn named_hostile_sequences_are_invalid_argument() {
     }
 }
 
-/// Inputs the properties found (minimal recipes, as proptest printed them),
-/// replayed on every run. They depend on the seed streams: keep those stable.
-#[test]
-fn regressions_found_by_fuzzing_are_invalid_argument_not_a_panic() {
-    let cases = [
+/// Inputs the properties found (minimal recipes, as proptest printed them).
+/// They depend on the seed streams: keep those stable.
+fn regression_cases() -> Vec<MutatedCase> {
+    vec![
         // Dictionary batch whose buffer length is 29: arrow's validation
         // panics on the misaligned slice ("prefix.is_empty() && suffix.is_empty()").
         MutatedCase {
@@ -1273,7 +1272,13 @@ fn regressions_found_by_fuzzing_are_invalid_argument_not_a_panic() {
             }],
             twice: true,
         },
-    ];
+    ]
+}
+
+/// The regressions, replayed on every run.
+#[test]
+fn regressions_found_by_fuzzing_are_invalid_argument_not_a_panic() {
+    let cases = regression_cases();
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
@@ -1516,4 +1521,39 @@ async fn live_batch_of_nulls_declaring_a_huge_row_count_is_refused() {
         Ok(Err(status)) => assert_eq!(status.code(), Code::InvalidArgument, "{status}"),
     }
     assert!(common::temp_files(server.repo()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_regressions_are_invalid_argument() {
+    let server = common::TestServer::start();
+    let mut client = server.client().await;
+    let mut wrong = Vec::new();
+    for (i, case) in regression_cases().iter().enumerate() {
+        let name = format!("regression-{i}.parquet");
+        let wire: Vec<_> = case
+            .build()
+            .iter()
+            .enumerate()
+            .map(|(j, m)| to_wire(m, (j == 0).then_some(name.as_str())))
+            .collect();
+        let result = tokio::time::timeout(
+            Duration::from_secs(20),
+            common::put_flight_data(&mut client, wire),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("regression {i}: no answer within 20 s"));
+        match result {
+            Err(status) if status.code() == Code::InvalidArgument => {}
+            other => wrong.push(format!(
+                "regression {i}: expected InvalidArgument, got {:?}",
+                other.map(|r| r.len())
+            )),
+        }
+    }
+    assert!(common::temp_files(server.repo()).is_empty());
+    assert!(
+        wrong.is_empty(),
+        "{wrong:#?}\n--- server log ---\n{}",
+        server.stderr()
+    );
 }
