@@ -1156,7 +1156,7 @@ async fn concurrent_puts_gets_and_drops_on_one_name_see_only_complete_versions()
         }));
     }
     let writers_done = {
-        let tasks: Vec<_> = tasks.drain(..).collect();
+        let tasks = std::mem::take(&mut tasks);
         let done = done.clone();
         tokio::spawn(async move {
             for t in tasks {
