@@ -169,6 +169,22 @@ impl Decoder {
 
     /// Decodes one message. Errors are `InvalidArgument` and say what was wrong.
     pub fn decode(&mut self, data: &FlightData) -> Result<Decoded> {
+        // The Arrow IPC reader trusts more of the header than it should: some
+        // malformed messages (misaligned buffers, overflowing lengths) make it
+        // panic instead of erroring. The bytes come from a client, so such a
+        // panic is a malformed message, not a server fault.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_checked(data)))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("malformed buffers");
+                Err(invalid(format!("malformed IPC message: {why}")))
+            })
+    }
+
+    fn decode_checked(&mut self, data: &FlightData) -> Result<Decoded> {
         if data.data_header.is_empty() {
             if data.data_body.is_empty() {
                 return Ok(Decoded::Nothing);
@@ -262,10 +278,26 @@ fn check_buffers(batch: &arrow_ipc::RecordBatch, body_len: usize) -> Result<()> 
             )));
         }
     }
+    // Arrow arrays index with i32 offsets; anything longer is a lie that would
+    // only make the reader allocate or overflow.
+    let max_len = i64::from(i32::MAX);
+    if batch.length() > max_len {
+        return Err(invalid(format!(
+            "row count {} is too large",
+            batch.length()
+        )));
+    }
     for (i, node) in batch.nodes().into_iter().flatten().enumerate() {
         if node.length() < 0 || node.null_count() < 0 {
             return Err(invalid(format!(
                 "field node {i} has a negative length or null count"
+            )));
+        }
+        if node.length() > max_len || node.null_count() > node.length() {
+            return Err(invalid(format!(
+                "field node {i} declares {} values ({} null), more than possible",
+                node.length(),
+                node.null_count()
             )));
         }
     }
