@@ -220,7 +220,7 @@ impl Decoder {
                 let records = batch
                     .data()
                     .ok_or_else(|| invalid("dictionary batch without data"))?;
-                check_buffers(&records, data.data_body.len())?;
+                check_buffers(&records, &data.data_body)?;
                 let body = arrow_buffer(&data.data_body);
                 arrow_ipc::reader::read_dictionary(
                     &body,
@@ -240,7 +240,7 @@ impl Decoder {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| invalid("malformed record batch header"))?;
-                check_buffers(&batch, data.data_body.len())?;
+                check_buffers(&batch, &data.data_body)?;
                 let body = arrow_buffer(&data.data_body);
                 let batch = arrow_ipc::reader::read_record_batch(
                     &body,
@@ -260,10 +260,14 @@ impl Decoder {
     }
 }
 
+/// Most bytes one compressed message may expand to (1 GiB).
+const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
 /// Checks that every buffer the header declares lies inside the body. The IPC
 /// reader trusts these offsets (and panics on a bad one), so a client's
 /// truncated body or huge declared length must be caught here.
-fn check_buffers(batch: &arrow_ipc::RecordBatch, body_len: usize) -> Result<()> {
+fn check_buffers(batch: &arrow_ipc::RecordBatch, body: &[u8]) -> Result<()> {
+    let body_len = body.len();
     if batch.length() < 0 {
         return Err(invalid(format!("negative row count {}", batch.length())));
     }
@@ -275,6 +279,25 @@ fn check_buffers(batch: &arrow_ipc::RecordBatch, body_len: usize) -> Result<()> 
         if !inside {
             return Err(invalid(format!(
                 "buffer {i} (offset {offset}, length {length}) lies outside the {body_len}-byte body"
+            )));
+        }
+    }
+    // A compressed buffer starts with its uncompressed length, which the reader
+    // allocates up front: a client must not make the server allocate gigabytes
+    // from a few bytes.
+    if batch.compression().is_some() {
+        let mut declared: u64 = 0;
+        for buffer in batch.buffers().into_iter().flatten() {
+            let start = buffer.offset() as usize;
+            if buffer.length() >= 8 {
+                let prefix: [u8; 8] = body[start..start + 8].try_into().unwrap_or([0; 8]);
+                declared = declared.saturating_add(i64::from_le_bytes(prefix).max(0) as u64);
+            }
+        }
+        if declared > MAX_DECOMPRESSED_BYTES {
+            return Err(invalid(format!(
+                "compressed buffers declare {declared} bytes uncompressed, more than the \
+                 {MAX_DECOMPRESSED_BYTES} bytes hangar decodes per message"
             )));
         }
     }
