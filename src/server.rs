@@ -205,7 +205,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = builder
-        .add_service(service.into_server())
+        .add_service(crate::service::TrackEndOfStream(service.into_server()))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -261,6 +261,7 @@ fn limit_connections(
     log: Logger,
 ) -> ReceiverStream<io::Result<Limited>> {
     let slots = Arc::new(Semaphore::new(max.max(1)));
+    let refusals = Arc::new(Semaphore::new(64));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
@@ -286,6 +287,14 @@ fn limit_connections(
                 log.event(&format!(
                     "refusing connection from {peer}: --max-connections ({max}) reached"
                 ));
+                // Answer in HTTP/2 so clients see UNAVAILABLE (retry later), not
+                // a reset; a bounded number of refusals at a time, each bounded in time.
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream).await;
+                        drop(refusal);
+                    });
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -302,6 +311,21 @@ fn limit_connections(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Serves an over-limit connection just long enough to refuse its calls with
+/// REFUSED_STREAM, which gRPC clients report as UNAVAILABLE.
+async fn refuse(stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            connection.graceful_shutdown();
+        }
+    })
+    .await;
 }
 
 /// A connection holding one of the `--max-connections` slots until it closes.

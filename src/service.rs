@@ -554,10 +554,24 @@ impl FlightService for Hangar {
         if let Err(err) = self.authorize(&mut call, &request, Operation::DoPut).await {
             return Err(finish::<()>(call, Err(err)).unwrap_err());
         }
+        // Set by `TrackEndOfStream` only when the HTTP/2 body ended with
+        // END_STREAM; tonic reports a cancel (RST_STREAM) as a clean end too.
+        let clean_end = request.extensions().get::<CleanEnd>().cloned();
         let mut inbound = request.into_inner();
         // The first message names the dataset; check it before anything is written.
+        let idle = self.limits.idle_timeout;
         let first = async {
-            let first = match inbound.message().await {
+            // A client that opens the call and sends nothing must not hold a
+            // call slot forever: the idle timeout covers the first message too.
+            let next = tokio::time::timeout(idle, inbound.message())
+                .await
+                .map_err(|_| {
+                    Error::DeadlineExceeded(format!(
+                        "no data for {} s: upload aborted (--idle-timeout)",
+                        idle.as_secs()
+                    ))
+                })?;
+            let first = match next {
                 Ok(Some(first)) => first,
                 Ok(None) => {
                     return Err(Error::InvalidArgument(
@@ -584,7 +598,6 @@ impl FlightService for Hangar {
             Err(err) => return Err(finish::<()>(call, Err(err)).unwrap_err()),
         };
 
-        let idle = self.limits.idle_timeout;
         let (data_tx, data_rx) = mpsc::channel::<Inbound>(self.limits.channel_depth);
         let (reply_tx, reply_rx) = mpsc::channel::<Result<PutResult, Status>>(1);
         let store = self.store.clone();
@@ -626,6 +639,11 @@ impl FlightService for Hangar {
             }
             // A clean end of stream is only trusted if the client is still there
             // to hear the answer: tonic can report a reset like a normal end.
+            if stream_error.is_none() && clean_end.as_ref().is_some_and(|c| !c.get()) {
+                stream_error = Some(Error::Cancelled(
+                    "the client cancelled the upload before closing its stream".into(),
+                ));
+            }
             if stream_error.is_none() && reply_tx.is_closed() {
                 stream_error = Some(Error::Cancelled(
                     "the client went away before the upload finished".into(),
@@ -990,4 +1008,81 @@ mod tests {
         assert!(err.message().contains("--max-message-size"), "{err}");
         assert!(err.message().contains("70000000"), "{err}");
     }
+}
+
+/// Whether a request's HTTP/2 body ended cleanly (END_STREAM), as opposed to a
+/// cancel (RST_STREAM), which tonic reports to handlers as a normal end.
+#[derive(Debug, Clone, Default)]
+pub struct CleanEnd(Arc<std::sync::atomic::AtomicBool>);
+
+impl CleanEnd {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct TrackEnd<B> {
+    inner: B,
+    clean: CleanEnd,
+}
+
+impl<B> tonic::codegen::Body for TrackEnd<B>
+where
+    B: tonic::codegen::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.clean
+                .0
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps the service so every request carries a [`CleanEnd`] flag.
+#[derive(Debug, Clone)]
+pub struct TrackEndOfStream<S>(pub S);
+
+impl<S> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
+    for TrackEndOfStream<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<tonic::body::Body>) -> S::Future {
+        let clean = CleanEnd::default();
+        request.extensions_mut().insert(clean.clone());
+        let request = request.map(|inner| tonic::body::Body::new(TrackEnd { inner, clean }));
+        self.0.call(request)
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for TrackEndOfStream<S> {
+    const NAME: &'static str = S::NAME;
 }

@@ -490,6 +490,15 @@ impl Upload {
             .map_err(|e| Error::io(format!("reading size of '{name}'"), e))?
             .len();
         drop(file);
+        // The footer (schema, metadata) is only written now: check the real size.
+        if let Some(max) = self.max_bytes {
+            if bytes > max {
+                return Err(Error::ResourceExhausted(format!(
+                    "upload of '{name}' exceeds --max-dataset-bytes ({max} bytes; the file \
+                     would be {bytes} bytes); the previous version is kept"
+                )));
+            }
+        }
         let temp = self
             .temp
             .0
