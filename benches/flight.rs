@@ -38,6 +38,8 @@
 //! | `HANGAR_BENCH_REFERENCE` | 1 | 0 skips the pyarrow reference |
 //! | `HANGAR_PYTHON` | `.venv/bin/python`, else `python3` | interpreter with pyarrow |
 //! | `HANGAR_BENCH_DIR` | system temp dir | where the repositories go (removed after) |
+//! | `HANGAR_BENCH_CLIENT_WINDOW` | tonic's default | client HTTP/2 stream window, bytes |
+//! | `HANGAR_BENCH_CLIENT_ADAPTIVE` | 0 | 1: client HTTP/2 adaptive (BDP) window |
 //! | `HANGAR_BENCH_BIN` | the bench's own `hangar` | another hangar binary to run (A/B comparisons) |
 //! | `HANGAR_BENCH_STATIC_BIN` | unset | a statically linked hangar to report the size of |
 //! | `HANGAR_BENCH_TIMEOUT_S` | 3600 | the whole run is aborted after this |
@@ -526,10 +528,29 @@ impl Sampler {
 // ---------------------------------------------------------------------------
 // Client
 
+/// The client's HTTP/2 flow-control window (`HANGAR_BENCH_CLIENT_WINDOW`,
+/// bytes per stream; the connection gets twice that), if not tonic's default.
+fn client_window() -> Option<u32> {
+    std::env::var("HANGAR_BENCH_CLIENT_WINDOW")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n: &u32| n > 0)
+}
+
 async fn connect(addr: SocketAddr) -> Res<FlightClient> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+    let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true);
+    if let Some(window) = client_window() {
+        endpoint = endpoint
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window.saturating_mul(2));
+    }
+    if env_or("HANGAR_BENCH_CLIENT_ADAPTIVE", 0u8) != 0 {
+        endpoint = endpoint.http2_adaptive_window(true);
+    }
     let channel: Channel = tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))??;
@@ -800,6 +821,7 @@ struct Results {
     ceiling_get4: Rate,
     ceiling_put: Rate,
     ceiling_get_runs: Vec<Rate>,
+    ceiling_get4_runs: Vec<Rate>,
     ceiling_put_runs: Vec<Rate>,
     parquet_bytes: u64,
     hangar: Throughput,
@@ -829,6 +851,13 @@ fn run(config: &Config) -> Res<()> {
     let machine = machine();
     eprintln!("machine: {machine}; load average {load_before}");
     eprintln!("server: {}", config.bin.display());
+    if client_window().is_some() || env_or("HANGAR_BENCH_CLIENT_ADAPTIVE", 0u8) != 0 {
+        eprintln!(
+            "client: HTTP/2 window {:?}, adaptive {}",
+            client_window(),
+            env_or("HANGAR_BENCH_CLIENT_ADAPTIVE", 0u8)
+        );
+    }
     if config.reference {
         check_python(config)?;
     }
@@ -1028,6 +1057,7 @@ fn run(config: &Config) -> Res<()> {
         ceiling_get4: best(&get4_runs),
         ceiling_put: best(&put_runs),
         ceiling_get_runs: get_runs,
+        ceiling_get4_runs: get4_runs,
         ceiling_put_runs: put_runs,
         parquet_bytes,
         hangar,
@@ -1411,6 +1441,16 @@ fn rate_text(rate: &Rate) -> String {
     )
 }
 
+/// The best run, with the median of all runs after it.
+fn runs_text(best: &Rate, runs: &[Rate]) -> String {
+    let mut rates: Vec<f64> = runs.iter().map(Rate::mb_s).collect();
+    rates.sort_by(f64::total_cmp);
+    if rates.len() < 2 {
+        return rate_text(best);
+    }
+    format!("{}; median {:.0}", rate_text(best), rates[rates.len() / 2])
+}
+
 fn pct(value: f64, of: f64) -> String {
     format!("{:.0} %", 100.0 * value / of)
 }
@@ -1451,7 +1491,7 @@ fn report(config: &Config, r: &Results) -> String {
     // Ceilings.
     t.row(
         "Ceiling (a): Parquet → IPC FlightData, in process, 1 thread",
-        rate_text(&r.ceiling_get),
+        runs_text(&r.ceiling_get, &r.ceiling_get_runs),
         "100 %".into(),
         none(),
         "",
@@ -1459,7 +1499,7 @@ fn report(config: &Config, r: &Results) -> String {
     );
     t.row(
         "Ceiling (a), 4 threads at once (aggregate)",
-        rate_text(&r.ceiling_get4),
+        runs_text(&r.ceiling_get4, &r.ceiling_get4_runs),
         times(r.ceiling_get4.mb_s(), r.ceiling_get.mb_s()),
         none(),
         "",
@@ -1467,7 +1507,7 @@ fn report(config: &Config, r: &Results) -> String {
     );
     t.row(
         "Ceiling (b): IPC FlightData → Parquet, in process",
-        rate_text(&r.ceiling_put),
+        runs_text(&r.ceiling_put, &r.ceiling_put_runs),
         "100 %".into(),
         none(),
         "",
@@ -1480,7 +1520,7 @@ fn report(config: &Config, r: &Results) -> String {
     let get_reference = reference.map(|x| h.get.mb_s() / x.get.mb_s());
     t.row(
         "hangar DoGet",
-        rate_text(&h.get),
+        runs_text(&h.get, &h.get_runs),
         pct(h.get.mb_s(), r.ceiling_get.mb_s()),
         get_reference.map_or_else(none, |x| format!("{x:.2}×")),
         "≥ 90 % of (a); ≥ 3× reference",
@@ -1490,7 +1530,7 @@ fn report(config: &Config, r: &Results) -> String {
     let put_reference = reference.map(|x| h.put.mb_s() / x.put.mb_s());
     t.row(
         "hangar DoPut",
-        rate_text(&h.put),
+        runs_text(&h.put, &h.put_runs),
         pct(h.put.mb_s(), r.ceiling_put.mb_s()),
         put_reference.map_or_else(none, |x| format!("{x:.2}×")),
         "≥ 85 % of (b); ≥ 1.5× reference",
@@ -1499,7 +1539,10 @@ fn report(config: &Config, r: &Results) -> String {
     let scaling = h.get4.mb_s() / h.get.mb_s();
     t.row(
         "hangar 4 concurrent DoGets (aggregate)",
-        format!("{} = {scaling:.2}× one DoGet", rate_text(&h.get4)),
+        format!(
+            "{} = {scaling:.2}× one DoGet",
+            runs_text(&h.get4, &h.get4_runs)
+        ),
         pct(h.get4.mb_s(), r.ceiling_get4.mb_s()) + " of (a) ×4 threads",
         reference.map_or_else(none, |x| times(h.get4.mb_s(), x.get4.mb_s())),
         "≥ 1.7× one DoGet",
@@ -1508,7 +1551,7 @@ fn report(config: &Config, r: &Results) -> String {
     if let Some(x) = reference {
         t.row(
             "reference DoGet",
-            rate_text(&x.get),
+            runs_text(&x.get, &x.get_runs),
             pct(x.get.mb_s(), r.ceiling_get.mb_s()),
             "1.00×".into(),
             "",
@@ -1516,7 +1559,7 @@ fn report(config: &Config, r: &Results) -> String {
         );
         t.row(
             "reference DoPut",
-            rate_text(&x.put),
+            runs_text(&x.put, &x.put_runs),
             pct(x.put.mb_s(), r.ceiling_put.mb_s()),
             "1.00×".into(),
             "",
@@ -1526,7 +1569,7 @@ fn report(config: &Config, r: &Results) -> String {
             "reference 4 concurrent DoGets (aggregate)",
             format!(
                 "{} = {:.2}× one DoGet",
-                rate_text(&x.get4),
+                runs_text(&x.get4, &x.get4_runs),
                 x.get4.mb_s() / x.get.mb_s()
             ),
             none(),
@@ -1756,7 +1799,8 @@ fn report(config: &Config, r: &Results) -> String {
         out,
         "Data: {} rows (int64 sequence, float64, 12-character strings from 100 labels, int32), \
          {:.1} MB of Arrow data in {}-row batches; {:.1} MB as Snappy Parquet. \
-         Throughput is the best of {} runs; MB = 10^6 bytes of Arrow data.",
+         Throughput is the best of {} runs (the median follows it); MB = 10^6 bytes of \
+         Arrow data.",
         r.table_rows,
         r.table_bytes as f64 / MB,
         config.batch_rows,
