@@ -59,13 +59,17 @@ impl Encoder {
     /// `target_bytes` is the size batches are sliced to; `max_bytes` is the hard
     /// limit on one message.
     pub fn new(options: IpcWriteOptions, target_bytes: usize, max_bytes: usize) -> Encoder {
+        // Keep the scratch buffer between messages instead of regrowing it for
+        // each one (measured: ~9 % of DoGet's server CPU went to regrowing).
+        let mut context = IpcWriteContext::default();
+        context.set_reserve_scratch(true);
         Encoder {
             generator: IpcDataGenerator::default(),
             // Replacement dictionaries are legal in a stream, so a new dictionary
             // per batch (as Parquet row groups produce) is resent, not an error.
             tracker: DictionaryTracker::new(false),
             options,
-            context: IpcWriteContext::default(),
+            context,
             target_bytes: target_bytes.max(1),
             max_bytes,
         }
