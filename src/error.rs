@@ -14,6 +14,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The client sent something malformed; the message says which rule it broke.
     InvalidArgument(String),
+    /// Client bytes made a library (Arrow's IPC reader) panic. The panic was
+    /// contained and the call fails as INVALID_ARGUMENT, but it is its own kind
+    /// so tests and fuzzers can tell "rejected cleanly" from "rejected by luck".
+    ContainedPanic(String),
     /// The named dataset does not exist.
     NotFound(String),
     /// The target already exists and the operation will not replace it.
@@ -40,11 +44,13 @@ impl Error {
     /// Classifies an I/O error while doing `what`: a full disk or a file size limit
     /// is a resource problem the operator can fix, everything else is internal.
     pub fn io(what: impl fmt::Display, err: io::Error) -> Error {
-        // ENOSPC (28), EFBIG (27) and EDQUOT (122) all mean "no room", whichever
-        // way the kernel reports it.
+        // ENOSPC, EDQUOT and EFBIG all mean "no room", whichever way the kernel
+        // reports it; their numbers differ between platforms, hence libc.
         match err.raw_os_error() {
-            Some(28) | Some(122) => Error::ResourceExhausted(format!("{what}: disk full ({err})")),
-            Some(27) => Error::ResourceExhausted(format!("{what}: file too large ({err})")),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                Error::ResourceExhausted(format!("{what}: disk full ({err})"))
+            }
+            Some(libc::EFBIG) => Error::ResourceExhausted(format!("{what}: file too large ({err})")),
             _ if err.kind() == io::ErrorKind::StorageFull => {
                 Error::ResourceExhausted(format!("{what}: disk full ({err})"))
             }
@@ -55,7 +61,7 @@ impl Error {
     /// The gRPC status code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::ContainedPanic(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -73,6 +79,7 @@ impl Error {
     pub fn message(&self) -> &str {
         match self {
             Error::InvalidArgument(m)
+            | Error::ContainedPanic(m)
             | Error::NotFound(m)
             | Error::AlreadyExists(m)
             | Error::ResourceExhausted(m)
@@ -107,13 +114,13 @@ mod tests {
 
     #[test]
     fn disk_full_and_file_too_large_are_resource_exhausted() {
-        let full = Error::io("writing x", io::Error::from_raw_os_error(28));
+        let full = Error::io("writing x", io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(full.code(), Code::ResourceExhausted);
         assert!(full.message().contains("disk full"), "{full}");
-        let big = Error::io("writing x", io::Error::from_raw_os_error(27));
+        let big = Error::io("writing x", io::Error::from_raw_os_error(libc::EFBIG));
         assert_eq!(big.code(), Code::ResourceExhausted);
         assert!(big.message().contains("file too large"), "{big}");
-        let other = Error::io("writing x", io::Error::from_raw_os_error(5));
+        let other = Error::io("writing x", io::Error::from_raw_os_error(libc::EIO));
         assert_eq!(other.code(), Code::Internal);
     }
 

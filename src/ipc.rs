@@ -176,16 +176,9 @@ impl Decoder {
         // The Arrow IPC reader trusts more of the header than it should: some
         // malformed messages (misaligned buffers, overflowing lengths) make it
         // panic instead of erroring. The bytes come from a client, so such a
-        // panic is a malformed message, not a server fault.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_checked(data)))
-            .unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("malformed buffers");
-                Err(invalid(format!("malformed IPC message: {why}")))
-            })
+        // panic fails the call, not the server; it is reported as its own kind
+        // so that the fuzz tests see every one that slips past our checks.
+        contain_panic(|| self.decode_checked(data))
     }
 
     fn decode_checked(&mut self, data: &FlightData) -> Result<Decoded> {
@@ -335,6 +328,38 @@ fn check_buffers(batch: &arrow_ipc::RecordBatch, body: &[u8]) -> Result<()> {
 /// reader copies only the buffers that need it.
 fn arrow_buffer(body: &Bytes) -> arrow_buffer::Buffer {
     arrow_buffer::Buffer::from(body.clone())
+}
+
+/// Runs `work`, turning a panic into [`Error::ContainedPanic`]. The default
+/// panic hook would print the panic on stderr, breaking `--log-format json`
+/// and alarming operators for what is only a malformed client message, so a
+/// hook installed once stays quiet for panics raised inside this function.
+pub fn contain_panic<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    use std::cell::Cell;
+    use std::sync::Once;
+    thread_local!(static CONTAINING: Cell<bool> = const { Cell::new(false) });
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINING.with(Cell::get) {
+                default(info);
+            }
+        }));
+    });
+    let outer = CONTAINING.with(|c| c.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    CONTAINING.with(|c| c.set(outer));
+    result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("malformed buffers");
+        Err(Error::ContainedPanic(format!(
+            "malformed IPC message (Arrow's reader panicked: {why})"
+        )))
+    })
 }
 
 fn invalid(message: impl Into<String>) -> Error {

@@ -388,8 +388,7 @@ impl AsyncWrite for Limited {
 /// while the server keeps serving.
 fn ignore_file_size_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    const SIGXFSZ: i32 = 25;
-    let mut signals = signal(SignalKind::from_raw(SIGXFSZ))
+    let mut signals = signal(SignalKind::from_raw(libc::SIGXFSZ))
         .map_err(|e| Error::io("installing the SIGXFSZ handler", e))?;
     tokio::spawn(async move { while signals.recv().await.is_some() {} });
     Ok(())

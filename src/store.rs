@@ -261,10 +261,9 @@ impl Store {
     fn open_file(&self, name: &str) -> Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         // O_NOFOLLOW: a symlink swapped in after the metadata check fails to open.
-        const O_NOFOLLOW: i32 = 0o400000;
         fs::OpenOptions::new()
             .read(true)
-            .custom_flags(O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(self.path_of(name))
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => Error::NotFound(format!("dataset '{name}' not found")),
