@@ -11,8 +11,8 @@
 //!    client: DoPut, DoGet, 4 concurrent DoGets; GetFlightInfo and ListFlights
 //!    latency with 1,000 datasets in the repository.
 //! 3. **The reference**: the Arrow cookbook's streaming pyarrow server
-//!    (`benches/reference_server.py`), measured with the same client, run by run
-//!    interleaved with hangar so that load from elsewhere hits both alike.
+//!    (`tests/python/cookbook_server.py`), measured with the same client, run
+//!    by run interleaved with hangar so that load from elsewhere hits both alike.
 //! 4. **Memory**: idle RSS, then the peak RSS (sampled every 20 ms from
 //!    `/proc/PID/status`, plus `VmHWM` reset through `clear_refs`) while putting
 //!    and then getting a large dataset (2 GB of Arrow data by default).
@@ -329,13 +329,13 @@ fn ceiling_put(store: &Store, name: &str, messages: &[FlightData]) -> Res<(Durat
 fn ceiling_get(store: &Store, name: &str) -> Res<(Duration, u64)> {
     let limits = Limits::default();
     let started = Instant::now();
-    let (schema, reader) = store.reader(name, limits.batch_rows)?;
+    let reader = store.reader(name, limits.batch_rows)?;
     let mut encoder = Encoder::new(
         IpcWriteOptions::default(),
         limits.target_message_bytes,
         limits.max_message_bytes,
     );
-    let mut messages = vec![encoder.schema(&schema)];
+    let mut messages = vec![encoder.schema(reader.schema())];
     let mut rows = 0u64;
     let mut wire = 0usize;
     for batch in reader {
@@ -397,7 +397,7 @@ impl Server {
             }
             Kind::Reference => {
                 let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference_server.py");
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
                 let mut c = Command::new(&config.python);
                 c.arg(script).arg("0").arg(repo);
                 c

@@ -50,7 +50,9 @@ impl Error {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
                 Error::ResourceExhausted(format!("{what}: disk full ({err})"))
             }
-            Some(libc::EFBIG) => Error::ResourceExhausted(format!("{what}: file too large ({err})")),
+            Some(libc::EFBIG) => {
+                Error::ResourceExhausted(format!("{what}: file too large ({err})"))
+            }
             _ if err.kind() == io::ErrorKind::StorageFull => {
                 Error::ResourceExhausted(format!("{what}: disk full ({err})"))
             }

@@ -3,16 +3,25 @@
 //! A tour, following the data from the wire to the disk:
 //!
 //! - [`proto`] holds the Flight protocol types generated from `proto/Flight.proto`.
-//! - [`service`] implements the Flight RPCs: it decodes a request, asks the store,
-//!   and encodes the reply. It is the only module that speaks gRPC.
+//! - [`server`] binds the socket, serves, reloads users on SIGHUP and shuts
+//!   down gracefully; [`transport`] sits between the socket and the service
+//!   (connection limit, request size caps, clean-end-of-stream tracking).
+//! - [`service`] implements the Flight RPCs, one file per RPC family: it checks
+//!   the caller, decodes the request, asks the store, and encodes the reply.
+//! - [`stream`] is the one bridge between blocking workers and async streams
+//!   (bounded channel, explicit end, errors that win), used by the service and
+//!   the CLI alike.
 //! - [`ipc`] turns Arrow record batches into Flight messages and back (schema,
 //!   dictionaries, bodies).
 //! - [`store`] owns the repository folder: dataset names, atomic Parquet writes,
-//!   listing with a footer cache, reads, drops.
-//! - [`auth`] owns users, roles, Basic/Bearer headers and tokens (no gRPC inside).
+//!   listing with a footer cache, reads as plain batch iterators, drops.
+//! - [`auth`] owns users, roles, Basic/Bearer headers, tokens and throttling
+//!   (no gRPC inside).
 //! - [`error`] is the one error type, mapped to a gRPC status in one place.
-//! - [`server`] wires the service to a socket, logs, and shuts down gracefully.
-//! - [`log`] writes one line per RPC, as text or JSON.
+//! - [`log`] writes one line per RPC, as text or JSON; [`json`] writes and
+//!   reads the JSON that hangar exchanges.
+//! - [`cli`] holds the client commands and `hangar user`; [`duration`] reads
+//!   durations given on the command line.
 //!
 //! All Parquet and file work runs on blocking worker threads; async code only moves
 //! messages between those workers and gRPC streams through bounded channels, so a
@@ -20,12 +29,16 @@
 
 pub mod auth;
 pub mod cli;
+pub mod duration;
 pub mod error;
 pub mod ipc;
+pub mod json;
 pub mod log;
 pub mod proto;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod stream;
+pub mod transport;
 
 pub use error::{Error, Result};

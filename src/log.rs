@@ -2,14 +2,19 @@
 //!
 //! Auditors read these lines to see exactly what crossed the wire, so every line
 //! has the same fields in the same order: time, peer, user, RPC, dataset, rows,
-//! bytes, milliseconds, status code, and the message of an error. Credentials
-//! never reach this module.
+//! bytes, milliseconds, status code, and the message of an error. Every call
+//! that reached the server is written exactly once: by [`Call::finish`], or,
+//! when its handler was dropped because the client left, by `Drop` with
+//! CANCELLED. Credentials never reach this module, and every value a client
+//! controls is escaped, so no value can forge a line.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tonic::Code;
+
+use crate::json::Value;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +48,16 @@ impl Logger {
         Logger { format }
     }
 
-    /// A free-form event (startup, shutdown, skipped files).
+    /// A free-form event (startup, shutdown, skipped files). Client-controlled
+    /// parts of `message` must already be quoted with [`quote`]; control
+    /// characters are escaped here regardless.
     pub fn event(&self, message: &str) {
+        let time = timestamp(SystemTime::now());
         let line = match self.format {
-            Format::Text => format!("{} {message}", timestamp(SystemTime::now())),
+            Format::Text => format!("{time} {}", escape_controls(message)),
             Format::Json => {
-                let mut s = String::from("{\"time\":");
-                push_json_str(&mut s, &timestamp(SystemTime::now()));
-                s.push_str(",\"event\":");
-                push_json_str(&mut s, message);
-                s.push('}');
-                s
+                Value::object([("time", Value::from(time)), ("event", Value::from(message))])
+                    .to_string()
             }
         };
         emit(&line);
@@ -68,6 +72,9 @@ impl Logger {
             rpc,
             peer: peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             user: None,
+            certificate: None,
+            tried_user: None,
+            written: false,
             dataset: None,
             rows: 0,
             bytes: 0,
@@ -83,18 +90,24 @@ fn emit(line: &str) {
     let _ = std::io::stderr().lock().write_all(buf.as_bytes());
 }
 
-/// The facts of one RPC, filled in as it runs.
-#[derive(Debug, Clone)]
+/// The facts of one RPC, filled in as it runs; written once when it ends.
+#[derive(Debug)]
 pub struct Call {
     logger: Logger,
     started: Instant,
     wall: SystemTime,
     rpc: &'static str,
     peer: String,
+    /// Who the call is authorised as; set only once authentication succeeded.
     pub user: Option<String>,
+    /// The subject of the peer's TLS client certificate, if any.
+    pub certificate: Option<String>,
+    /// The user name a password login tried, logged whether or not it worked.
+    pub tried_user: Option<String>,
     pub dataset: Option<String>,
     pub rows: u64,
     pub bytes: u64,
+    written: bool,
 }
 
 impl Call {
@@ -102,10 +115,20 @@ impl Call {
         self.dataset = Some(name.to_string());
     }
 
-    /// Writes the line with the final status; `message` is the error text, if any.
-    pub fn finish(self, code: Code, message: &str) {
+    /// Writes the line with the final status; `message` is the error text, if
+    /// any. Only the first call writes: a record is never logged twice.
+    pub fn finish(&mut self, code: Code, message: &str) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
         let line = self.render(code, message, self.started.elapsed());
         emit(&line);
+    }
+
+    /// Writes the line for a failed call and returns the status to answer with.
+    pub fn fail(&mut self, err: crate::Error) -> tonic::Status {
+        self.finish(err.code(), err.message());
+        err.into()
     }
 
     fn render(&self, code: Code, message: &str, elapsed: Duration) -> String {
@@ -114,50 +137,63 @@ impl Call {
         let status = code_name(code);
         match self.logger.format {
             Format::Text => {
+                let field = |v: &Option<String>| v.as_deref().map(quote_if_needed);
                 let mut s = format!(
                     "{time} peer={} user={} rpc={} dataset={} rows={} bytes={} ms={ms:.1} status={status}",
-                    self.peer,
-                    self.user.as_deref().unwrap_or("-"),
+                    quote_if_needed(&self.peer),
+                    field(&self.user).unwrap_or_else(|| "-".into()),
                     self.rpc,
-                    self.dataset.as_deref().map(quote_if_needed).unwrap_or_else(|| "-".into()),
+                    field(&self.dataset).unwrap_or_else(|| "-".into()),
                     self.rows,
                     self.bytes,
                 );
+                if let Some(tried) = &self.tried_user {
+                    let _ = write!(s, " tried_user={}", quote(tried));
+                }
+                if let Some(subject) = &self.certificate {
+                    let _ = write!(s, " cert={}", quote(subject));
+                }
                 if !message.is_empty() {
                     let _ = write!(s, " message={}", quote(message));
                 }
                 s
             }
             Format::Json => {
-                let mut s = String::from("{\"time\":");
-                push_json_str(&mut s, &time);
-                s.push_str(",\"peer\":");
-                push_json_str(&mut s, &self.peer);
-                s.push_str(",\"user\":");
-                match &self.user {
-                    Some(u) => push_json_str(&mut s, u),
-                    None => s.push_str("null"),
+                let mut fields = vec![
+                    ("time", Value::from(time)),
+                    ("peer", Value::from(self.peer.as_str())),
+                    ("user", Value::from(self.user.clone())),
+                    ("rpc", Value::from(self.rpc)),
+                    ("dataset", Value::from(self.dataset.clone())),
+                    ("rows", Value::from(self.rows)),
+                    ("bytes", Value::from(self.bytes)),
+                    ("ms", Value::from((ms * 1000.0).round() / 1000.0)),
+                    ("status", Value::from(status)),
+                ];
+                if let Some(tried) = &self.tried_user {
+                    fields.push(("tried_user", Value::from(tried.as_str())));
                 }
-                s.push_str(",\"rpc\":");
-                push_json_str(&mut s, self.rpc);
-                s.push_str(",\"dataset\":");
-                match &self.dataset {
-                    Some(d) => push_json_str(&mut s, d),
-                    None => s.push_str("null"),
+                if let Some(subject) = &self.certificate {
+                    fields.push(("cert", Value::from(subject.as_str())));
                 }
-                let _ = write!(
-                    s,
-                    ",\"rows\":{},\"bytes\":{},\"ms\":{ms:.3},\"status\":",
-                    self.rows, self.bytes
-                );
-                push_json_str(&mut s, status);
                 if !message.is_empty() {
-                    s.push_str(",\"message\":");
-                    push_json_str(&mut s, message);
+                    fields.push(("message", Value::from(message)));
                 }
-                s.push('}');
-                s
+                Value::object(fields).to_string()
             }
+        }
+    }
+}
+
+impl Drop for Call {
+    /// A call whose handler is dropped before it finished: the client left
+    /// (or the server is stopping). It is still logged, as CANCELLED.
+    fn drop(&mut self) {
+        if !self.written {
+            self.finish(
+                Code::Cancelled,
+                "the client went away before the call finished",
+            );
         }
     }
 }
@@ -193,16 +229,16 @@ fn quote_if_needed(s: &str) -> String {
     }
 }
 
-/// Double-quotes a value for a text line, escaping only what would break the
-/// line or the quoting (quotes, backslashes, control characters).
-fn quote(s: &str) -> String {
+/// Double-quotes a value for a text line, escaping what would break the line
+/// or the quoting (quotes, backslashes, control and line-separator characters).
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.extend(c.escape_default()),
+            c if needs_escape(c) => out.extend(c.escape_default()),
             c => out.push(c),
         }
     }
@@ -210,23 +246,24 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// Appends `s` as a JSON string literal (quoted, escaped).
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Escapes control characters only (for free-form event text).
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_string();
     }
-    out.push('"');
+    s.chars()
+        .map(|c| {
+            if needs_escape(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// RFC 3339 UTC time with milliseconds, without a date library.
@@ -287,7 +324,7 @@ mod tests {
             "\"dataset\":\"we\\\"ird\\n\"",
             "\"rows\":7",
             "\"bytes\":99",
-            "\"ms\":3.000",
+            "\"ms\":3,",
             "\"status\":\"NOT_FOUND\"",
             "\"message\":\"dataset missing\"",
         ] {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hangar::auth::{Role, Users};
+use hangar::auth::Role;
+use hangar::cli::user::UserCommand;
+use hangar::duration::parse_bounded;
 use hangar::log::Format;
 use hangar::server::{self, Config, TlsFiles};
 use hangar::store::Codec;
@@ -91,11 +93,13 @@ hangar user — manage the users file read by 'hangar serve --users FILE'
 
 USAGE:
     hangar user add --users FILE NAME [--role read|write|admin]
+    hangar user passwd --users FILE NAME
     hangar user rm --users FILE NAME
     hangar user list --users FILE
 
-'add' reads the password from stdin (one line), or prompts for it without echo
-when stdin is a terminal. The file holds one 'name:role:<Argon2id hash>' line
+'add' and 'passwd' read the password from stdin (one line), or prompt for it
+without echo when stdin is a terminal. 'passwd' keeps the user's role; a
+running server revokes the user's tokens once it re-reads the file (SIGHUP). The file holds one 'name:role:<Argon2id hash>' line
 per user, is written atomically and has mode 0600; 'add' creates it if missing.
 
 ROLES:
@@ -121,20 +125,8 @@ enum Command {
     Client(hangar::cli::Invocation),
 }
 
-enum UserCommand {
-    Add {
-        users: PathBuf,
-        name: String,
-        role: Role,
-    },
-    Remove {
-        users: PathBuf,
-        name: String,
-    },
-    List {
-        users: PathBuf,
-    },
-}
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
 
 fn main() -> ExitCode {
     let command = match parse(std::env::args_os().skip(1).collect()) {
@@ -155,7 +147,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(config) => serve(config),
-        Command::User(command) => match user(command) {
+        Command::User(command) => match hangar::cli::user::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("hangar: {err}");
@@ -222,7 +214,7 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             }
             Long("idle-timeout") => {
                 let text: String = parse_value(&mut parser, "--idle-timeout")?;
-                config.limits.idle_timeout = hangar::auth::parse_duration(&text)
+                config.limits.idle_timeout = parse_bounded(&text, SECOND, DAY)
                     .map_err(|e| Usage(format!("invalid value for --idle-timeout: {e}")))?;
             }
             Long("max-concurrent-calls") => {
@@ -238,7 +230,7 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Long("users") => config.users = Some(parser.value()?.into()),
             Long("token-ttl") => {
                 let text: String = parse_value(&mut parser, "--token-ttl")?;
-                config.token_ttl = hangar::auth::parse_duration(&text)
+                config.token_ttl = parse_bounded(&text, SECOND, 365 * DAY)
                     .map_err(|e| Usage(format!("invalid value for --token-ttl: {e}")))?;
             }
             Long("tls-cert") => tls_cert = Some(parser.value()?.into()),
@@ -319,83 +311,17 @@ fn parse_user(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             users,
             name: need_name(name)?,
         },
+        "passwd" => UserCommand::Passwd {
+            users,
+            name: need_name(name)?,
+        },
         "list" => UserCommand::List { users },
         other => {
             return Err(Usage(format!(
-                "unknown user command '{other}' (expected add, rm or list)"
+                "unknown user command '{other}' (expected add, passwd, rm or list)"
             )))
         }
     }))
-}
-
-fn user(command: UserCommand) -> Result<(), hangar::Error> {
-    match command {
-        UserCommand::Add { users, name, role } => {
-            let mut file = match Users::load(&users) {
-                Ok(file) => file,
-                // The first 'add' creates the file.
-                Err(err) if err.code() == tonic::Code::NotFound => Users::default(),
-                Err(err) => return Err(err),
-            };
-            if file.get(&name).is_some() {
-                return Err(hangar::Error::AlreadyExists(format!(
-                    "user '{name}' already exists in {}",
-                    users.display()
-                )));
-            }
-            let password = read_password(&name)?;
-            file.add(&name, role, &password)?;
-            file.save(&users)?;
-            eprintln!(
-                "added user '{name}' with role '{role}' to {}",
-                users.display()
-            );
-        }
-        UserCommand::Remove { users, name } => {
-            let mut file = Users::load(&users)?;
-            file.remove(&name)?;
-            file.save(&users)?;
-            eprintln!(
-                "removed user '{name}' from {} (a running server forgets it on SIGHUP)",
-                users.display()
-            );
-        }
-        UserCommand::List { users } => {
-            let file = Users::load(&users)?;
-            for user in file.iter() {
-                println!("{}\t{}", user.name, user.role);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The new user's password: prompted twice without echo on a terminal, else
-/// one line of stdin (for scripts).
-fn read_password(name: &str) -> Result<String, hangar::Error> {
-    use std::io::{BufRead, IsTerminal};
-    let io_err = |e: std::io::Error| hangar::Error::io("reading the password", e);
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        let first =
-            rpassword::prompt_password(format!("password for '{name}': ")).map_err(io_err)?;
-        let again = rpassword::prompt_password("again: ").map_err(io_err)?;
-        if first != again {
-            return Err(hangar::Error::InvalidArgument(
-                "the passwords do not match".into(),
-            ));
-        }
-        return Ok(first);
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line).map_err(io_err)?;
-    let password = line.trim_end_matches(['\n', '\r']).to_string();
-    if password.is_empty() {
-        return Err(hangar::Error::InvalidArgument(
-            "no password on stdin (expected one line)".into(),
-        ));
-    }
-    Ok(password)
 }
 
 /// Parses a flag's value, naming the flag in the error.

@@ -10,15 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::Authenticator;
@@ -195,7 +187,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         "serving repository {} on {scheme}://{addr} ({access})",
         store.root().display()
     ));
-    let incoming = limit_connections(listener, config.max_connections, log);
+    let incoming = crate::transport::limit_connections(listener, config.max_connections, log);
 
     let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
     if let Some(tls) = tls {
@@ -205,7 +197,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = builder
-        .add_service(crate::service::TrackEndOfStream(service.into_server()))
+        .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -251,135 +243,6 @@ fn spawn_reload_on_hangup(
             }
         }
     });
-}
-
-/// Accepts connections while fewer than `max` are open; past that, new ones are
-/// closed at once (the client sees Unavailable) instead of queueing.
-fn limit_connections(
-    listener: TcpListener,
-    max: usize,
-    log: Logger,
-) -> ReceiverStream<io::Result<Limited>> {
-    let slots = Arc::new(Semaphore::new(max.max(1)));
-    let refusals = Arc::new(Semaphore::new(64));
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                // The server stopped listening: stop accepting too.
-                () = tx.closed() => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off briefly.
-                    log.event(&format!("accept failed: {err}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                let peer = stream
-                    .peer_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                log.event(&format!(
-                    "refusing connection from {peer}: --max-connections ({max}) reached"
-                ));
-                // Answer in HTTP/2 so clients see UNAVAILABLE (retry later), not
-                // a reset; a bounded number of refusals at a time, each bounded in time.
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        refuse(stream).await;
-                        drop(refusal);
-                    });
-                }
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            if tx
-                .send(Ok(Limited {
-                    stream,
-                    _permit: permit,
-                }))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-/// Serves an over-limit connection just long enough to refuse its calls with
-/// REFUSED_STREAM, which gRPC clients report as UNAVAILABLE.
-async fn refuse(stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), async move {
-        let Ok(mut connection) = h2::server::handshake(stream).await else {
-            return;
-        };
-        while let Some(Ok((_request, mut respond))) = connection.accept().await {
-            respond.send_reset(h2::Reason::REFUSED_STREAM);
-            connection.graceful_shutdown();
-        }
-    })
-    .await;
-}
-
-/// A connection holding one of the `--max-connections` slots until it closes.
-struct Limited {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for Limited {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Limited {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Limited {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }
 
 /// With a file size limit (`ulimit -f`, RLIMIT_FSIZE) the kernel kills a process

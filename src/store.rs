@@ -23,6 +23,30 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 
+/// The record batches of one dataset version, read row group by row group.
+/// Parquet stays behind this type: callers see batches and crate errors.
+pub struct Batches {
+    name: String,
+    schema: SchemaRef,
+    reader: ParquetRecordBatchReader,
+}
+
+impl Batches {
+    /// The dataset's schema as uploaded (metadata and dictionaries included).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        let next = self.reader.next()?;
+        Some(next.map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name))))
+    }
+}
+
 /// Prefix of the temporary files that uploads write before they commit. They are
 /// hidden (leading dot), so listings skip them, and swept at startup.
 const TEMP_PREFIX: &str = ".hangar-tmp-";
@@ -274,11 +298,7 @@ impl Store {
     /// Opens a dataset for streaming, `batch_rows` rows per batch. The open file
     /// handle keeps this version readable even if the dataset is replaced or
     /// dropped while the read goes on.
-    pub fn reader(
-        &self,
-        name: &str,
-        batch_rows: usize,
-    ) -> Result<(SchemaRef, ParquetRecordBatchReader)> {
+    pub fn reader(&self, name: &str, batch_rows: usize) -> Result<Batches> {
         self.regular_file_meta(name)?;
         let file = self.open_file(name)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -289,7 +309,11 @@ impl Store {
             .with_batch_size(batch_rows)
             .build()
             .map_err(|e| Error::Internal(format!("reading dataset '{name}': {e}")))?;
-        Ok((schema, reader))
+        Ok(Batches {
+            name: name.to_string(),
+            schema,
+            reader,
+        })
     }
 
     /// Starts an upload of `name`. Nothing is visible to readers until

@@ -7,10 +7,12 @@
 //! [`connect`] reaches the server, [`transfer`] moves data, [`show`] prints
 //! what the server knows, [`progress`] draws the progress line.
 
+pub mod action;
 pub mod connect;
 pub mod progress;
 pub mod show;
 pub mod transfer;
+pub mod user;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -482,9 +484,9 @@ async fn execute(invocation: Invocation) -> Result<(), Failure> {
         Command::Ls { prefix, json } => show::ls(&mut connector, &prefix, json).await,
         Command::Info { name, json } => show::info(&mut connector, &name, json).await,
         Command::Head { name, rows } => show::head(&mut connector, &name, rows).await,
-        Command::Rm { name } => show::rm(&mut connector, &name, quiet).await,
+        Command::Rm { name } => action::rm(&mut connector, &name, quiet).await,
         Command::Actions => show::actions(&mut connector).await,
-        Command::Action { kind, body } => show::action(&mut connector, &kind, body).await,
+        Command::Action { kind, body } => action::action(&mut connector, &kind, body).await,
     };
     result.map_err(|mut failure| {
         if failure.code == Some(Code::Unauthenticated) && has_user {

@@ -1,10 +1,10 @@
 //! What a server knows, printed for people or scripts: `ls`, `info`, `head`,
-//! `actions`, plus the small action commands `rm` and `action`.
+//! `actions`. These only read; the commands that change data live in
+//! `action.rs` and `transfer.rs`.
 //!
-//! Text output is aligned columns on stdout; `--json` writes one JSON value
-//! (built by hand with [`push_json_str`], no JSON library).
+//! Text output is aligned columns on stdout; `--json` writes one JSON value.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
@@ -15,8 +15,8 @@ use super::connect::Connector;
 use super::transfer::{invalid_stream, open_endpoint, path_descriptor};
 use super::Failure;
 use crate::ipc::{self, Decoded, Decoder};
-use crate::log::push_json_str;
-use crate::proto::{Action, Criteria, Empty, FlightEndpoint, FlightInfo};
+use crate::json::Value;
+use crate::proto::{Criteria, Empty, FlightEndpoint, FlightInfo};
 
 /// Longest cell `head` prints; longer values end in `…`.
 const MAX_CELL_CHARS: usize = 48;
@@ -96,13 +96,6 @@ fn count(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn json_count(out: &mut String, value: Option<impl ToString>) {
-    match value {
-        Some(v) => out.push_str(&v.to_string()),
-        None => out.push_str("null"),
-    }
-}
-
 /// `hangar ls [PREFIX] [--json]`.
 pub async fn ls(connector: &mut Connector, prefix: &str, json: bool) -> Result<(), Failure> {
     let mut client = connector.main().await?;
@@ -144,23 +137,15 @@ fn ls_text(listings: &[Listing]) -> String {
 }
 
 fn ls_json(listings: &[Listing]) -> String {
-    let mut out = String::from("[");
-    for (i, l) in listings.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"name\":");
-        push_json_str(&mut out, &l.name);
-        out.push_str(",\"rows\":");
-        json_count(&mut out, l.rows);
-        out.push_str(",\"bytes\":");
-        json_count(&mut out, l.bytes);
-        out.push_str(",\"columns\":");
-        json_count(&mut out, l.columns);
-        out.push('}');
-    }
-    out.push_str("]\n");
-    out
+    let items = listings.iter().map(|l| {
+        Value::object([
+            ("name", Value::from(l.name.as_str())),
+            ("rows", Value::from(l.rows)),
+            ("bytes", Value::from(l.bytes)),
+            ("columns", Value::from(l.columns)),
+        ])
+    });
+    format!("{}\n", Value::Array(items.collect()))
 }
 
 /// `hangar info NAME [--json]`.
@@ -264,84 +249,56 @@ fn shorten(value: &str) -> String {
 
 fn info_json(info: &FlightInfo, schema: Option<&Schema>) -> String {
     let listing = Listing::of(info);
-    let mut out = String::from("{\"name\":");
-    push_json_str(&mut out, &listing.name);
-    out.push_str(",\"rows\":");
-    json_count(&mut out, listing.rows);
-    out.push_str(",\"bytes\":");
-    json_count(&mut out, listing.bytes);
-    out.push_str(",\"ordered\":");
-    out.push_str(if info.ordered { "true" } else { "false" });
-    out.push_str(",\"schema\":");
-    match schema {
-        None => out.push_str("null"),
-        Some(schema) => {
-            out.push_str("{\"fields\":[");
-            for (i, field) in schema.fields().iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"name\":");
-                push_json_str(&mut out, field.name());
-                out.push_str(",\"type\":");
-                push_json_str(&mut out, &field.data_type().to_string());
-                out.push_str(",\"nullable\":");
-                out.push_str(if field.is_nullable() { "true" } else { "false" });
-                out.push_str(",\"dictionary\":");
-                match field.data_type() {
-                    DataType::Dictionary(key, value) => {
-                        out.push_str("{\"indices\":");
-                        push_json_str(&mut out, &key.to_string());
-                        out.push_str(",\"values\":");
-                        push_json_str(&mut out, &value.to_string());
-                        out.push('}');
-                    }
-                    _ => out.push_str("null"),
-                }
-                out.push_str(",\"metadata\":");
-                json_map(&mut out, field.metadata());
-                out.push('}');
-            }
-            out.push_str("],\"metadata\":");
-            json_map(&mut out, schema.metadata());
-            out.push('}');
-        }
-    }
-    out.push_str(",\"endpoints\":[");
-    for (i, endpoint) in info.endpoint.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"ticket\":");
-        match &endpoint.ticket {
-            Some(t) => push_json_str(&mut out, &printable(&t.ticket)),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"locations\":[");
-        for (j, location) in endpoint.location.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            push_json_str(&mut out, &location.uri);
-        }
-        out.push_str("]}");
-    }
-    out.push_str("]}\n");
-    out
+    let schema = schema.map(|schema| {
+        let fields = schema.fields().iter().map(|field| {
+            let dictionary = match field.data_type() {
+                DataType::Dictionary(key, value) => Value::object([
+                    ("indices", Value::from(key.to_string())),
+                    ("values", Value::from(value.to_string())),
+                ]),
+                _ => Value::Null,
+            };
+            Value::object([
+                ("name", Value::from(field.name().as_str())),
+                ("type", Value::from(field.data_type().to_string())),
+                ("nullable", Value::from(field.is_nullable())),
+                ("dictionary", dictionary),
+                ("metadata", json_map(field.metadata())),
+            ])
+        });
+        Value::object([
+            ("fields", Value::Array(fields.collect())),
+            ("metadata", json_map(schema.metadata())),
+        ])
+    });
+    let endpoints = info.endpoint.iter().map(|endpoint| {
+        let ticket = endpoint.ticket.as_ref().map(|t| printable(&t.ticket));
+        let locations = endpoint.location.iter();
+        Value::object([
+            ("ticket", Value::from(ticket)),
+            (
+                "locations",
+                Value::Array(locations.map(|l| Value::from(l.uri.as_str())).collect()),
+            ),
+        ])
+    });
+    let value = Value::object([
+        ("name", Value::from(listing.name)),
+        ("rows", Value::from(listing.rows)),
+        ("bytes", Value::from(listing.bytes)),
+        ("ordered", Value::from(info.ordered)),
+        ("schema", schema.unwrap_or(Value::Null)),
+        ("endpoints", Value::Array(endpoints.collect())),
+    ]);
+    format!("{value}\n")
 }
 
 /// Metadata iterates in key order, so output is stable.
-fn json_map(out: &mut String, map: &Metadata) {
-    out.push('{');
-    for (i, (key, value)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, key);
-        out.push(':');
-        push_json_str(out, value);
-    }
-    out.push('}');
+fn json_map(map: &Metadata) -> Value {
+    Value::object(
+        map.iter()
+            .map(|(key, value)| (key.as_str(), Value::from(value.as_str()))),
+    )
 }
 
 /// `hangar head NAME [-n N]`: reads endpoints in order until it has `rows`
@@ -480,21 +437,6 @@ fn columns(headers: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     out
 }
 
-/// `hangar rm NAME`: the `drop_dataset` action of hangar and the cookbook.
-pub async fn rm(connector: &mut Connector, name: &str, quiet: bool) -> Result<(), Failure> {
-    let mut client = connector.main().await?;
-    let action = Action {
-        r#type: "drop_dataset".into(),
-        body: Bytes::from(name.as_bytes().to_vec()),
-    };
-    let mut results = client.do_action(action).await?.into_inner();
-    while results.message().await?.is_some() {}
-    if !quiet {
-        eprintln!("hangar: removed '{name}'");
-    }
-    Ok(())
-}
-
 /// `hangar actions`.
 pub async fn actions(connector: &mut Connector) -> Result<(), Failure> {
     let mut client = connector.main().await?;
@@ -507,44 +449,6 @@ pub async fn actions(connector: &mut Connector) -> Result<(), Failure> {
         return Ok(());
     }
     emit(&columns(&["TYPE", "DESCRIPTION"], &rows, &[false, false]))
-}
-
-/// `hangar action TYPE [BODY]`: each result's body on stdout, then a newline.
-pub async fn action(
-    connector: &mut Connector,
-    kind: &str,
-    body: Option<String>,
-) -> Result<(), Failure> {
-    let body = match body.as_deref() {
-        Some("-") => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::io("reading the action body from stdin", e))?;
-            bytes
-        }
-        Some(text) => text.as_bytes().to_vec(),
-        None => Vec::new(),
-    };
-    let mut client = connector.main().await?;
-    let action = Action {
-        r#type: kind.to_string(),
-        body: Bytes::from(body),
-    };
-    let mut results = client.do_action(action).await?.into_inner();
-    while let Some(result) = results.message().await? {
-        let mut out = std::io::stdout().lock();
-        let written = out
-            .write_all(&result.body)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
-        match written {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Failure::io("writing to stdout", e)),
-            Ok(()) => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,15 +20,16 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use prost::bytes::Bytes;
-use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::Stream;
 
 use super::connect::{Client, Connector};
 use super::progress::Progress;
 use super::{Failure, Format, Input, Output};
 use crate::ipc::{self, Decoded, Decoder, Encoder};
+use crate::json::Value;
 use crate::proto::flight_descriptor::DescriptorType;
 use crate::proto::{FlightData, FlightDescriptor, FlightInfo};
+use crate::stream::{self, Next};
 
 /// Uploads slice batches so each message body stays near this size (what
 /// hangar sends too; well under every server's default 4 MiB limit).
@@ -156,36 +157,20 @@ fn open_source(input: &Input) -> Result<Source, Failure> {
     })
 }
 
-/// What the file thread hands the DoPut stream.
-enum Outbound {
-    Data(FlightData),
-    /// Everything was read: the stream may end, and the server may commit.
-    End,
-}
+/// The DoPut request stream, fed by the file thread through the bridge. It
+/// ends only when the file thread finished: if it failed (or panicked) the
+/// stream stays open and the caller cancels the call, so the server discards
+/// the upload instead of committing half of it.
+struct UploadStream(stream::Receiver<FlightData, ()>);
 
-/// The DoPut request stream. It ends only after an explicit [`Outbound::End`]:
-/// if the file thread fails (or panics) the stream stays open and the caller
-/// cancels the call, so the server discards the upload instead of committing
-/// half of it.
-struct OutboundStream {
-    rx: mpsc::Receiver<Outbound>,
-    ended: bool,
-}
-
-impl Stream for OutboundStream {
+impl Stream for UploadStream {
     type Item = FlightData;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FlightData>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Outbound::Data(data))) => Poll::Ready(Some(data)),
-            Poll::Ready(Some(Outbound::End)) => {
-                self.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        match self.0.poll_step(cx) {
+            Poll::Ready(Next::Item(data)) => Poll::Ready(Some(data)),
+            Poll::Ready(Next::End) => Poll::Ready(None),
+            Poll::Ready(Next::Failed(()) | Next::Abandoned) | Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -205,7 +190,7 @@ enum Pumped {
 fn pump(
     source: Source,
     name: &str,
-    tx: mpsc::Sender<Outbound>,
+    tx: stream::Sender<FlightData, ()>,
     max_message_bytes: usize,
     quiet: bool,
 ) -> Pumped {
@@ -228,7 +213,7 @@ fn pump(
         let mut bytes = 0;
         for message in messages.drain(..) {
             bytes += (message.data_header.len() + message.data_body.len()) as u64;
-            if tx.blocking_send(Outbound::Data(message)).is_err() {
+            if tx.blocking_send(message, None).is_err() {
                 return false;
             }
         }
@@ -256,9 +241,10 @@ fn pump(
         }
     }
     progress.finish();
-    if tx.blocking_send(Outbound::End).is_err() {
+    if tx.is_closed() {
         return Pumped::CallClosed;
     }
+    tx.finish();
     Pumped::Done(progress)
 }
 
@@ -277,12 +263,12 @@ pub async fn put(
     let mut client = connector.main().await?;
     let max_message_bytes = connector.max_message_bytes();
 
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = stream::channel(CHANNEL_DEPTH);
     let dataset = name.to_string();
     let mut pumping =
         tokio::task::spawn_blocking(move || pump(source, &dataset, tx, max_message_bytes, quiet));
     let call = async move {
-        let response = client.do_put(OutboundStream { rx, ended: false }).await?;
+        let response = client.do_put(UploadStream(rx)).await?;
         let mut results = response.into_inner();
         let mut metadata = Vec::new();
         while let Some(result) = results.message().await? {
@@ -321,8 +307,9 @@ pub async fn put(
     };
     // hangar answers {"rows":N,"bytes":M}; other servers may say nothing.
     let stored = replies.iter().rev().find_map(|metadata| {
-        let text = std::str::from_utf8(metadata).ok()?;
-        Some((json_number(text, "rows")?, json_number(text, "bytes")))
+        let value = Value::parse(std::str::from_utf8(metadata).ok()?).ok()?;
+        let rows = value.get("rows")?.as_u64()?;
+        Some((rows, value.get("bytes").and_then(Value::as_u64)))
     });
     if let Some((rows, _)) = stored {
         if rows != progress.rows {
@@ -345,28 +332,14 @@ pub async fn put(
     Ok(())
 }
 
-/// The number after `"key":` in a flat JSON object; enough for PutResult
-/// metadata, which is all this reads.
-fn json_number(text: &str, key: &str) -> Option<u64> {
-    let pattern = format!("\"{key}\":");
-    let start = text.find(&pattern)? + pattern.len();
-    let digits: String = text[start..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 // ---------------------------------------------------------------------------
 // get
 
-/// What the network side hands the writer thread.
+/// What the network side hands the writer thread; finishing the channel
+/// means every endpoint was read and the file may be completed.
 enum ToWriter {
     Schema(SchemaRef),
     Batch(RecordBatch),
-    /// Every endpoint was read: finish the file.
-    Finish,
 }
 
 /// Why the writer thread stopped early.
@@ -545,18 +518,18 @@ fn parquet_write_error(e: parquet::errors::ParquetError) -> WriteError {
 fn write_batches(
     sink: Sink,
     fallback_schema: Option<SchemaRef>,
-    mut rx: mpsc::Receiver<ToWriter>,
+    mut rx: stream::Receiver<ToWriter, ()>,
 ) -> Result<(), WriteError> {
     let mut sink = Some(sink);
     let mut writer = None;
     loop {
-        match rx.blocking_recv() {
-            Some(ToWriter::Schema(schema)) => {
+        match rx.blocking_next() {
+            Next::Item(ToWriter::Schema(schema)) => {
                 if let Some(sink) = sink.take() {
                     writer = Some(BatchWriter::open(sink, &schema)?);
                 }
             }
-            Some(ToWriter::Batch(batch)) => match writer.as_mut() {
+            Next::Item(ToWriter::Batch(batch)) => match writer.as_mut() {
                 Some(writer) => writer.write(&batch)?,
                 None => {
                     return Err(WriteError::Failed(Failure::local(
@@ -564,7 +537,7 @@ fn write_batches(
                     )))
                 }
             },
-            Some(ToWriter::Finish) => {
+            Next::End => {
                 let writer = match (writer, sink, fallback_schema) {
                     (Some(writer), _, _) => writer,
                     // No stream sent a schema (no endpoints had data): the
@@ -578,7 +551,7 @@ fn write_batches(
                 };
                 return writer.finish();
             }
-            None => return Err(WriteError::Abandoned),
+            Next::Failed(()) | Next::Abandoned => return Err(WriteError::Abandoned),
         }
     }
 }
@@ -604,7 +577,7 @@ pub async fn get(
             (Some((partial, path)), Sink::File(file, *format))
         }
     };
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = stream::channel(CHANNEL_DEPTH);
     let writing = tokio::task::spawn_blocking(move || write_batches(sink, fallback_schema, rx));
     let total_rows = u64::try_from(info.total_records).ok();
     let mut progress = Progress::new("get", quiet, total_rows);
@@ -612,11 +585,13 @@ pub async fn get(
     let fetched = fetch(connector, &info, &tx, &mut progress).await;
     progress.finish();
     let finished = match fetched {
-        Ok(()) => tx.send(ToWriter::Finish).await.is_ok(),
+        Ok(()) if !tx.is_closed() => {
+            tx.finish();
+            true
+        }
+        Ok(()) | Err(Fetch::WriterGone) => false,
         Err(Fetch::Failed(failure)) => return Err(failure), // the partial file goes
-        Err(Fetch::WriterGone) => false,
     };
-    drop(tx);
     let written = writing
         .await
         .map_err(|e| Failure::local(format!("the download's writer failed: {e}")))?;
@@ -660,7 +635,7 @@ impl From<tonic::Status> for Fetch {
 async fn fetch(
     connector: &mut Connector,
     info: &FlightInfo,
-    tx: &mpsc::Sender<ToWriter>,
+    tx: &stream::Sender<ToWriter, ()>,
     progress: &mut Progress,
 ) -> Result<(), Fetch> {
     let mut schema: Option<SchemaRef> = None;
@@ -732,15 +707,6 @@ pub fn invalid_stream(err: crate::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn put_results_give_rows_and_bytes() {
-        let text = "{\"rows\":1200,\"bytes\": 3456}";
-        assert_eq!(json_number(text, "rows"), Some(1200));
-        assert_eq!(json_number(text, "bytes"), Some(3456));
-        assert_eq!(json_number(text, "other"), None);
-        assert_eq!(json_number("{\"rows\":-1}", "rows"), None);
-    }
 
     #[test]
     fn partial_files_vanish_unless_committed() {

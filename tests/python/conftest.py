@@ -3,13 +3,17 @@
 The binary comes from the environment variable HANGAR_BIN (set by
 tests/pyarrow.rs to Cargo's freshly built binary) or, by default,
 target/debug/hangar under the repository root. Each server listens on
-127.0.0.1:0 (a free loopback port) over a fresh temporary repository.
+127.0.0.1:0 (a free loopback port) over a fresh temporary repository; its
+`uri` is what it announced (grpc://, or grpc+tls:// when given --tls-cert).
 
     def test_something(hangar):             # one server, default flags
         client = pyarrow.flight.connect(hangar.uri)
 
     def test_other(hangar_factory):         # servers with extra flags
         server = hangar_factory("--max-message-size", "65536")
+        server = hangar_factory("--users", users_file, "--tls-cert", cert, ...)
+        server.stderr_text()                # its log so far
+        server.wait_for_log(lambda text: "rpc=DoGet" in text, "the DoGet line")
 """
 
 import os
@@ -22,14 +26,22 @@ import time
 
 import pytest
 
+# support.py holds shared helpers that assert (raises_exactly): let pytest
+# rewrite its asserts like a test module's.
+pytest.register_assert_rewrite("support")
+
+from support import wait_for  # noqa: E402
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 #: How long a server may take to print its "listening" line.
 STARTUP_TIMEOUT = 20.0
 #: How long a server may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+#: How long `wait_for_log` waits for a line to appear.
+LOG_TIMEOUT = 10.0
 
-LISTENING = re.compile(r"^hangar listening on (grpc://127\.0\.0\.1:(\d+))$")
+LISTENING = re.compile(r"^hangar listening on (grpc(?:\+tls)?://127\.0\.0\.1:(\d+))$")
 
 
 def hangar_binary():
@@ -42,11 +54,12 @@ def hangar_binary():
 
 
 class HangarServer:
-    """One running `hangar serve` process."""
+    """One running `hangar serve --listen 127.0.0.1:0 --repo REPO ARGS...` process."""
 
     def __init__(self, repo, args, log_path):
         self.repo = repo
-        self.args = list(args)
+        # Paths (users files, certificates) are welcome as arguments.
+        self.args = [str(arg) for arg in args]
         self.uri = None
         self.port = None
         self._log_path = log_path
@@ -114,11 +127,21 @@ class HangarServer:
         self._log.flush()
         return pathlib.Path(self._log_path).read_text(encoding="utf-8", errors="replace")
 
-    def temp_files(self):
-        """Uncommitted upload files currently in the repository."""
-        if not self.repo.exists():
-            return []
-        return sorted(p.name for p in self.repo.iterdir() if p.name.startswith(".hangar-tmp-"))
+    def wait_for_log(self, predicate, what, timeout=LOG_TIMEOUT):
+        """Polls the log until `predicate(text)` holds and returns the text;
+        fails the test, naming `what`, if it never does within `timeout`.
+
+        A call's log line is written when the call finishes on the server,
+        which can be a moment after the client saw the reply: poll, bounded."""
+
+        def matching_log():
+            text = self.stderr_text()
+            return text if predicate(text) else None
+
+        text = wait_for(matching_log, timeout=timeout)
+        if not text:
+            pytest.fail(f"the server log never showed {what}:\n{self.stderr_text()}")
+        return text
 
     def stop(self):
         """SIGTERM, then SIGKILL if it has not exited in time. Idempotent."""

@@ -71,14 +71,14 @@ def test_parquet_storage_service(hangar):
     frame = read_table.to_pandas().head()
     assert list(frame["Character"]) == ["Mario", "Luigi", "Peach"]
 
-    # The dataset is listed, and drop_dataset is offered.
+    # The dataset is listed, and drop_dataset is offered as the cookbook offers it.
     flights = list(client.list_flights())
     assert [f.descriptor.path[0] for f in flights] == [b"uploaded.parquet"]
     assert flights[0].total_records == 3
     assert flights[0].total_bytes == stored.stat().st_size
     assert flights[0].schema.equals(data_table.schema)
     actions = {action.type: action.description for action in client.list_actions()}
-    assert "drop_dataset" in actions, actions
+    assert actions.get("drop_dataset") == "Delete a dataset.", actions
 
     # Drop the newly uploaded dataset (the cookbook never iterates the results)
     client.do_action(pa.flight.Action("drop_dataset", "uploaded.parquet".encode("utf-8")))

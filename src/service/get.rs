@@ -1,0 +1,120 @@
+//! DoGet: a worker thread reads the dataset's row groups, encodes each batch
+//! as Flight messages, and hands them to the response stream through the
+//! bounded bridge of [`crate::stream`].
+
+use std::time::Duration;
+
+use arrow_ipc::writer::IpcWriteOptions;
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::codegen::tokio_stream::StreamExt;
+use tonic::{Code, Request, Response, Status};
+
+use super::{blocking, name_from_bytes, BoxStream, Hangar};
+use crate::auth::Operation;
+use crate::error::{Error, Result};
+use crate::ipc::Encoder;
+use crate::log::Call;
+use crate::proto::{FlightData, Ticket};
+use crate::store::Batches;
+use crate::stream::{self, Next, SendError};
+
+pub(super) async fn do_get(
+    service: &Hangar,
+    request: Request<Ticket>,
+) -> Result<Response<BoxStream<FlightData>>, Status> {
+    let mut call = service.call("DoGet", &request);
+    let permit = service.admit(&mut call)?;
+    let opened = async {
+        service
+            .authorize(&mut call, &request, Operation::DoGet)
+            .await?;
+        let name = name_from_bytes(&request.get_ref().ticket, "ticket")?;
+        call.dataset(&name);
+        let store = service.store.clone();
+        let rows = service.limits.batch_rows;
+        blocking(move || store.reader(&name, rows)).await
+    }
+    .await;
+    let batches = match opened {
+        Ok(batches) => batches,
+        Err(err) => return Err(call.fail(err)),
+    };
+    let limits = &service.limits;
+    let (tx, rx) = stream::channel(limits.channel_depth);
+    let worker = Worker {
+        encoder: Encoder::new(
+            IpcWriteOptions::default(),
+            limits.target_message_bytes,
+            limits.max_message_bytes,
+        ),
+        idle: limits.idle_timeout,
+        call,
+        _permit: permit,
+    };
+    tokio::task::spawn_blocking(move || worker.run(batches, tx));
+    let replies = rx.filter_map(|step| match step {
+        Next::Item(message) => Some(Ok(message)),
+        Next::End => None,
+        Next::Failed(err) => Some(Err(Status::from(err))),
+        Next::Abandoned => Some(Err(Status::internal(
+            "the download stopped unexpectedly on the server; retry",
+        ))),
+    });
+    Ok(Response::new(Box::pin(replies)))
+}
+
+/// The DoGet worker and what it owns until the stream ends: the call's log
+/// record and its call slot.
+struct Worker {
+    encoder: Encoder,
+    idle: Duration,
+    call: Call,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Worker {
+    fn run(mut self, batches: Batches, tx: stream::Sender<FlightData, Error>) {
+        match self.stream(batches, &tx) {
+            Ok(()) => {
+                self.call.finish(Code::Ok, "");
+                tx.finish();
+            }
+            Err(err) => {
+                // The stream must end with this error, never look complete:
+                // the bridge hands it to the client ahead of queued messages.
+                self.call.fail(err.clone());
+                tx.fail(err);
+            }
+        }
+    }
+
+    fn stream(&mut self, batches: Batches, tx: &stream::Sender<FlightData, Error>) -> Result<()> {
+        let schema = self.encoder.schema(batches.schema());
+        self.send(tx, schema)?;
+        let mut messages = Vec::new();
+        for batch in batches {
+            let batch = batch?;
+            self.call.rows += batch.num_rows() as u64;
+            self.encoder.batch(&batch, &mut messages)?;
+            for message in messages.drain(..) {
+                self.send(tx, message)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits while the channel is full, so a slow client slows this reader;
+    /// fails once the client is gone (which stops the read promptly) or has
+    /// read nothing for the idle timeout (a stalled reader cannot pin a thread).
+    fn send(&mut self, tx: &stream::Sender<FlightData, Error>, message: FlightData) -> Result<()> {
+        self.call.bytes += (message.data_header.len() + message.data_body.len()) as u64;
+        tx.blocking_send(message, Some(self.idle))
+            .map_err(|e| match e {
+                SendError::Stalled => Error::DeadlineExceeded(format!(
+                    "the client read nothing for {} s: download aborted (--idle-timeout)",
+                    self.idle.as_secs()
+                )),
+                SendError::Closed => Error::Cancelled("the client went away during DoGet".into()),
+            })
+    }
+}

@@ -1,0 +1,99 @@
+//! Handshake: Basic credentials traded for a bearer token (the cookbook's
+//! `authenticate_basic_token`), or a `BasicAuth` payload from older clients.
+
+use prost::bytes::Bytes;
+use tonic::codegen::tokio_stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{credentials_of, finish, BoxStream, Hangar};
+use crate::auth::{self, Credentials, Principal};
+use crate::error::{Error, Result};
+use crate::log::Call;
+use crate::proto::{BasicAuth, HandshakeRequest, HandshakeResponse};
+
+/// How long a client may take to send its first handshake message when it
+/// carries no `authorization` header.
+const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(super) async fn handshake(
+    service: &Hangar,
+    request: Request<Streaming<HandshakeRequest>>,
+) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
+    let mut call = service.call("Handshake", &request);
+    let _permit = service.admit(&mut call)?;
+    if service.auth.is_none() {
+        // Without authentication there is nothing to trade: one empty answer,
+        // as Flight servers without auth give.
+        call.user = call.certificate.clone();
+        finish(call, Ok(()))?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(reply)]))));
+    }
+    let result = log_in(service, &mut call, request).await;
+    if let Ok((principal, _)) = &result {
+        call.user = Some(principal.user.clone());
+    }
+    let (_, token) = finish(call, result)?;
+    let header = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Status::internal("token is not a valid header value"))?;
+    // The token goes both ways clients look for it: the response header
+    // (pyarrow's authenticate_basic_token) and the payload (FlightClient).
+    let reply = HandshakeResponse {
+        protocol_version: 0,
+        payload: Bytes::from(token.into_bytes()),
+    };
+    let mut response =
+        Response::new(Box::pin(tokio_stream::iter([Ok(reply)])) as BoxStream<HandshakeResponse>);
+    response.metadata_mut().insert("authorization", header);
+    Ok(response)
+}
+
+/// Credentials from the `authorization` header, else a `BasicAuth` protobuf
+/// in the first message's payload. Returns the principal and a fresh token.
+async fn log_in(
+    service: &Hangar,
+    call: &mut Call,
+    request: Request<Streaming<HandshakeRequest>>,
+) -> Result<(Principal, String)> {
+    let auth = service
+        .auth
+        .as_ref()
+        .ok_or_else(|| Error::Internal("log in without authentication configured".into()))?;
+    let peer = request.remote_addr().map(|a| a.ip());
+    let credentials = match credentials_of(&request) {
+        Ok(credentials) => credentials,
+        Err(Error::Unauthenticated(m)) if m == auth::NO_CREDENTIALS => {
+            first_message_credentials(request.into_inner()).await?
+        }
+        Err(err) => return Err(err),
+    };
+    let principal = service.authenticate(auth, call, credentials, peer).await?;
+    let token = auth.issue(&principal)?;
+    Ok((principal, token))
+}
+
+/// Reads a `BasicAuth` payload from the first handshake message. A client
+/// that opens the stream and sends nothing must not hold a handler forever.
+async fn first_message_credentials(mut stream: Streaming<HandshakeRequest>) -> Result<Credentials> {
+    let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, stream.message())
+        .await
+        .map_err(|_| Error::Unauthenticated(auth::NO_CREDENTIALS.into()))?
+        .map_err(|s| Error::Unauthenticated(format!("reading the handshake: {}", s.message())))?;
+    let payload = first.map(|m| m.payload).unwrap_or_default();
+    if payload.is_empty() {
+        return Err(Error::Unauthenticated(auth::NO_CREDENTIALS.into()));
+    }
+    let basic = <BasicAuth as prost::Message>::decode(payload).map_err(|_| {
+        Error::Unauthenticated(
+            "handshake payload is not a BasicAuth message (username, password)".into(),
+        )
+    })?;
+    Ok(Credentials::Basic {
+        user: basic.username,
+        password: basic.password,
+    })
+}

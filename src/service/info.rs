@@ -1,0 +1,149 @@
+//! What datasets there are: ListFlights, GetFlightInfo, GetSchema and
+//! PollFlightInfo, all answered from Parquet footers (never a data scan).
+
+use prost::bytes::Bytes;
+use tonic::codegen::tokio_stream;
+use tonic::{Request, Response, Status};
+
+use super::{blocking, descriptor_name, finish, path_descriptor, BoxStream, Hangar};
+use crate::auth::Operation;
+use crate::error::{Error, Result};
+use crate::ipc;
+use crate::log::Call;
+use crate::proto::{
+    Criteria, FlightDescriptor, FlightEndpoint, FlightInfo, PollInfo, SchemaResult, Ticket,
+};
+use crate::store::DatasetInfo;
+
+pub(super) async fn list_flights(
+    service: &Hangar,
+    request: Request<Criteria>,
+) -> Result<Response<BoxStream<FlightInfo>>, Status> {
+    let mut call = service.call("ListFlights", &request);
+    let _permit = service.admit(&mut call)?;
+    let result = async {
+        service
+            .authorize(&mut call, &request, Operation::ListFlights)
+            .await?;
+        // The criteria expression, if any, is a dataset name prefix.
+        let prefix = String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
+            Error::InvalidArgument(
+                "ListFlights criteria must be a UTF-8 dataset name prefix".into(),
+            )
+        })?;
+        let store = service.store.clone();
+        let log = service.log;
+        let infos = blocking(move || {
+            store.list(&prefix, |name, err| {
+                log.event(&format!(
+                    "skipping {} in listing: {err}",
+                    crate::log::quote(name)
+                ))
+            })
+        })
+        .await?;
+        let flights = infos.iter().map(flight_info).collect::<Result<Vec<_>>>()?;
+        call.rows = flights.len() as u64;
+        Ok(flights)
+    }
+    .await;
+    let flights = finish(call, result)?;
+    Ok(Response::new(Box::pin(tokio_stream::iter(
+        flights.into_iter().map(Ok),
+    ))))
+}
+
+pub(super) async fn get_flight_info(
+    service: &Hangar,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let mut call = service.call("GetFlightInfo", &request);
+    let _permit = service.admit(&mut call)?;
+    let result = async {
+        service
+            .authorize(&mut call, &request, Operation::GetFlightInfo)
+            .await?;
+        let info = describe(service, &mut call, request.get_ref()).await?;
+        flight_info(&info)
+    }
+    .await;
+    finish(call, result).map(Response::new)
+}
+
+pub(super) async fn poll_flight_info(
+    service: &Hangar,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<PollInfo>, Status> {
+    let mut call = service.call("PollFlightInfo", &request);
+    let _permit = service.admit(&mut call)?;
+    let result = async {
+        service
+            .authorize(&mut call, &request, Operation::PollFlightInfo)
+            .await?;
+        let info = describe(service, &mut call, request.get_ref()).await?;
+        // Datasets are complete when they exist: no retry descriptor, done.
+        Ok(PollInfo {
+            info: Some(flight_info(&info)?),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        })
+    }
+    .await;
+    finish(call, result).map(Response::new)
+}
+
+pub(super) async fn get_schema(
+    service: &Hangar,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<SchemaResult>, Status> {
+    let mut call = service.call("GetSchema", &request);
+    let _permit = service.admit(&mut call)?;
+    let result = async {
+        service
+            .authorize(&mut call, &request, Operation::GetSchema)
+            .await?;
+        let info = describe(service, &mut call, request.get_ref()).await?;
+        Ok(SchemaResult {
+            schema: ipc::schema_to_ipc(&info.schema)?,
+        })
+    }
+    .await;
+    finish(call, result).map(Response::new)
+}
+
+/// A dataset as Flight describes it: one endpoint whose ticket is the name,
+/// with no location (redeem it on this same server), as the cookbook does.
+fn flight_info(info: &DatasetInfo) -> Result<FlightInfo> {
+    Ok(FlightInfo {
+        schema: ipc::schema_to_ipc(&info.schema)?,
+        flight_descriptor: Some(path_descriptor(&info.name)),
+        endpoint: vec![FlightEndpoint {
+            ticket: Some(Ticket {
+                ticket: Bytes::from(info.name.clone().into_bytes()),
+            }),
+            location: vec![],
+            expiration_time: None,
+            app_metadata: Bytes::new(),
+        }],
+        total_records: info.rows,
+        total_bytes: i64::try_from(info.bytes).unwrap_or(i64::MAX),
+        ordered: true,
+        app_metadata: Bytes::new(),
+    })
+}
+
+/// Looks up one dataset by descriptor, on a worker thread.
+async fn describe(
+    service: &Hangar,
+    call: &mut Call,
+    descriptor: &FlightDescriptor,
+) -> Result<DatasetInfo> {
+    let name = descriptor_name(descriptor)?;
+    call.dataset(&name);
+    let store = service.store.clone();
+    let info = blocking(move || store.info(&name)).await?;
+    call.rows = u64::try_from(info.rows).unwrap_or(0);
+    call.bytes = info.bytes;
+    Ok(info)
+}

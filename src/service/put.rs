@@ -1,0 +1,202 @@
+//! DoPut: an async pump reads the client's messages and hands them through the
+//! bounded bridge of [`crate::stream`] to a worker that decodes them and
+//! writes Parquet. The upload commits only on a real clean end of stream.
+
+use prost::bytes::Bytes;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::{descriptor_name, inbound_error, BoxStream, Hangar};
+use crate::auth::Operation;
+use crate::error::{Error, Result};
+use crate::ipc::{Decoded, Decoder};
+use crate::json::Value;
+use crate::proto::{FlightData, PutResult};
+use crate::store::Store;
+use crate::stream::{self, Next};
+use crate::transport::CleanEnd;
+
+pub(super) async fn do_put(
+    service: &Hangar,
+    request: Request<Streaming<FlightData>>,
+) -> Result<Response<BoxStream<PutResult>>, Status> {
+    let mut call = service.call("DoPut", &request);
+    let permit = service.admit(&mut call)?;
+    let limit = service.limits.max_message_bytes;
+    if let Err(err) = service
+        .authorize(&mut call, &request, Operation::DoPut)
+        .await
+    {
+        return Err(call.fail(err));
+    }
+    // Set by the transport only when the HTTP/2 body ended with END_STREAM;
+    // tonic reports a cancel (RST_STREAM) as a clean end too.
+    let clean_end = request.extensions().get::<CleanEnd>().cloned();
+    let mut inbound = request.into_inner();
+    let idle = service.limits.idle_timeout;
+    let stalled = move || {
+        Error::DeadlineExceeded(format!(
+            "no data for {} s: upload aborted (--idle-timeout); the previous version is kept",
+            idle.as_secs()
+        ))
+    };
+    // The first message names the dataset; check it before anything is written.
+    // A client that opens the call and sends nothing must not hold a call slot
+    // forever: the idle timeout covers the first message too.
+    let first = async {
+        let first = match tokio::time::timeout(idle, inbound.message()).await {
+            Err(_) => return Err(stalled()),
+            Ok(Ok(Some(first))) => first,
+            Ok(Ok(None)) => {
+                return Err(Error::InvalidArgument(
+                    "empty DoPut stream: the first message must carry a PATH descriptor \
+                     and the schema"
+                        .into(),
+                ))
+            }
+            Ok(Err(status)) => return Err(inbound_error(status, limit)),
+        };
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the first DoPut message has no flight descriptor: it must name the dataset".into(),
+            )
+        })?;
+        let name = descriptor_name(descriptor)?;
+        call.dataset(&name);
+        Ok((name, first))
+    }
+    .await;
+    let (name, first) = match first {
+        Ok(first) => first,
+        Err(err) => return Err(call.fail(err)),
+    };
+
+    let (data_tx, data_rx) = stream::channel::<FlightData, Error>(service.limits.channel_depth);
+    let (reply_tx, reply_rx) = tokio::sync::mpsc::channel::<Result<PutResult, Status>>(1);
+    let store = service.store.clone();
+    let worker = tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx));
+
+    tokio::spawn(async move {
+        let _permit = permit;
+        // Pump client messages to the worker until the stream ends, fails, or
+        // the worker stops listening (it failed and has its answer).
+        let mut stream_error = None;
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, inbound.message()) => match next {
+                    Ok(next) => next,
+                    Err(_) => {
+                        stream_error = Some(stalled());
+                        break;
+                    }
+                },
+                // The caller is gone: hyper dropped our response stream.
+                _ = reply_tx.closed() => Err(Status::cancelled("the client went away")),
+            };
+            match next {
+                Ok(Some(message)) => {
+                    if data_tx.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    stream_error = Some(inbound_error(status, limit));
+                    break;
+                }
+            }
+        }
+        // A clean end of stream is only trusted if the client is still there
+        // to hear the answer: tonic can report a reset like a normal end.
+        if stream_error.is_none() && clean_end.as_ref().is_some_and(|c| !c.get()) {
+            stream_error = Some(Error::Cancelled(
+                "the client cancelled the upload before closing its stream".into(),
+            ));
+        }
+        if stream_error.is_none() && reply_tx.is_closed() {
+            stream_error = Some(Error::Cancelled(
+                "the client went away before the upload finished".into(),
+            ));
+        }
+        match stream_error {
+            Some(err) => data_tx.fail(err),
+            None => data_tx.finish(),
+        }
+        // If the worker already failed, its own error (bad batch, disk full)
+        // explains more than the aborted stream that followed it.
+        let result = match worker.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Internal(format!("upload worker failed: {e}"))),
+        };
+        match result {
+            Ok(summary) => {
+                call.rows = summary.rows;
+                call.bytes = summary.bytes;
+                let metadata = Value::object([
+                    ("rows", Value::from(summary.rows)),
+                    ("bytes", Value::from(summary.bytes)),
+                ]);
+                call.finish(Code::Ok, "");
+                let _ = reply_tx
+                    .send(Ok(PutResult {
+                        app_metadata: Bytes::from(metadata.to_string()),
+                    }))
+                    .await;
+            }
+            Err(err) => {
+                let status = call.fail(err);
+                let _ = reply_tx.send(Err(status)).await;
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(reply_rx))))
+}
+
+struct PutSummary {
+    rows: u64,
+    bytes: u64,
+}
+
+/// The DoPut worker: decodes messages and writes batches into a temporary file,
+/// committing only when the pump finishes the channel. Any other ending drops
+/// the upload, which removes the temporary file and leaves the old dataset.
+fn ingest(
+    store: &Store,
+    name: &str,
+    first: FlightData,
+    mut rx: stream::Receiver<FlightData, Error>,
+) -> Result<PutSummary> {
+    let mut decoder = Decoder::new();
+    let mut upload = None;
+    let mut next = Some(first);
+    loop {
+        if let Some(data) = next.take() {
+            match decoder.decode(&data)? {
+                Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
+                Decoded::Batch(batch) => match upload.as_mut() {
+                    Some(upload) => upload.write(&batch)?,
+                    None => {
+                        return Err(Error::Internal(
+                            "a batch arrived with no upload open".into(),
+                        ))
+                    }
+                },
+                Decoded::Nothing => {}
+            }
+        }
+        match rx.blocking_next() {
+            Next::Item(data) => next = Some(data),
+            Next::End => break,
+            Next::Failed(err) => return Err(err),
+            Next::Abandoned => return Err(Error::Cancelled("the upload was abandoned".into())),
+        }
+    }
+    let upload = upload.ok_or_else(|| {
+        Error::InvalidArgument(
+            "the DoPut stream ended without a schema message: nothing to store".into(),
+        )
+    })?;
+    let rows = upload.rows();
+    let bytes = upload.commit()?;
+    Ok(PutSummary { rows, bytes })
+}
