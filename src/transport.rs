@@ -156,27 +156,48 @@ impl CleanEnd {
     }
 }
 
-struct TrackEnd<B> {
-    inner: B,
+/// Largest request body of any RPC but DoPut (and DoExchange, which is
+/// refused anyway): tickets, descriptors, criteria, action bodies and login
+/// payloads are small, and capping them here means a caller, authenticated
+/// or not, cannot make the server buffer a 64 MiB GetFlightInfo request.
+pub const MAX_SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A request body as the service sees it: it records a clean end of stream,
+/// and fails once it carries more than `limit` bytes.
+struct TrackEnd {
+    inner: tonic::body::Body,
     clean: CleanEnd,
+    seen: usize,
+    limit: Option<usize>,
 }
 
-impl<B> tonic::codegen::Body for TrackEnd<B>
-where
-    B: tonic::codegen::Body + Unpin,
-{
-    type Data = B::Data;
-    type Error = B::Error;
+impl tonic::codegen::Body for TrackEnd {
+    type Data = prost::bytes::Bytes;
+    type Error = tonic::Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.clean
-                .0
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                self.clean
+                    .0
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len());
+                self.seen = self.seen.saturating_add(len);
+                if let Some(limit) = self.limit.filter(|&limit| self.seen > limit) {
+                    return std::task::Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
+                        format!(
+                            "request larger than {limit} bytes: only DoPut carries large messages"
+                        ),
+                    ))));
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -190,7 +211,8 @@ where
     }
 }
 
-/// Wraps the service so every request carries a [`CleanEnd`] flag.
+/// Wraps the service so every request carries a [`CleanEnd`] flag and every
+/// request but DoPut's is capped at [`MAX_SMALL_REQUEST_BYTES`].
 #[derive(Debug, Clone)]
 pub struct TrackEndOfStream<S>(S);
 
@@ -219,7 +241,15 @@ where
     fn call(&mut self, mut request: tonic::codegen::http::Request<tonic::body::Body>) -> S::Future {
         let clean = CleanEnd::default();
         request.extensions_mut().insert(clean.clone());
-        let request = request.map(|inner| tonic::body::Body::new(TrackEnd { inner, clean }));
+        let limit = (!request.uri().path().ends_with("/DoPut")).then_some(MAX_SMALL_REQUEST_BYTES);
+        let request = request.map(|inner| {
+            tonic::body::Body::new(TrackEnd {
+                inner,
+                clean,
+                seen: 0,
+                limit,
+            })
+        });
         self.0.call(request)
     }
 }

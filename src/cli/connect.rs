@@ -129,6 +129,9 @@ pub struct ConnectOptions {
     pub tls_key: Option<PathBuf>,
     pub user: Option<String>,
     pub max_message_bytes: usize,
+    /// Send credentials to servers that endpoint locations name, too
+    /// (`--trust-locations`). Off: they go only to `server`.
+    pub trust_locations: bool,
 }
 
 impl ConnectOptions {
@@ -140,6 +143,7 @@ impl ConnectOptions {
             tls_key: None,
             user: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            trust_locations: false,
         }
     }
 }
@@ -206,12 +210,37 @@ impl Connector {
                 .map(|uri| Some(uri).filter(|uri| !uri.is_unspecified()))
         });
         match chosen.flatten() {
+            Some(uri) if uri != self.options.server => {
+                // A server's FlightInfo may name any host: the user's
+                // credentials are not handed to it unless the user says so.
+                let trusted = self.options.trust_locations;
+                if !self.clients.contains_key(&uri) {
+                    let how = match (&self.options.user, trusted) {
+                        (Some(_), false) => {
+                            " without credentials (--trust-locations would send them)"
+                        }
+                        (Some(_), true) => " with your credentials (--trust-locations)",
+                        (None, _) => "",
+                    };
+                    eprintln!(
+                        "hangar: fetching an endpoint from {}, not the server named by \
+                         --server,{how}",
+                        uri
+                    );
+                }
+                self.client_with(&uri, trusted).await
+            }
             Some(uri) => self.client(&uri).await,
             None => self.main().await,
         }
     }
 
     async fn client(&mut self, uri: &ServerUri) -> Result<Client, Failure> {
+        self.client_with(uri, true).await
+    }
+
+    /// A client for `uri`, logged in only if `credentials` allows it.
+    async fn client_with(&mut self, uri: &ServerUri, credentials: bool) -> Result<Client, Failure> {
         if let Some(client) = self.clients.get(uri) {
             return Ok(client.clone());
         }
@@ -225,7 +254,7 @@ impl Connector {
                 .max_encoding_message_size(limit)
         };
         let authorization = match (&self.options.user, &self.password) {
-            (Some(user), Some(password)) => {
+            (Some(user), Some(password)) if credentials => {
                 handshake(with(Authorization::default()), user, password).await?
             }
             _ => Authorization::default(),

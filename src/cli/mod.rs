@@ -48,6 +48,8 @@ CONNECTION OPTIONS:
     --user NAME                Log in as NAME (Basic, then the server's Bearer
                                token); the password is read from
                                $HANGAR_PASSWORD, else prompted
+    --trust-locations          Also send credentials to the servers that endpoint
+                               locations name (default: only to --server)
     --max-message-size BYTES   Largest message accepted from the server
                                [default: 268435456 (256 MiB)]
     -q, --quiet                No progress line and no summary on stderr
@@ -253,6 +255,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
     let mut json = false;
     let mut output = None;
     let mut rows = 10usize;
+    let mut trust_locations = false;
     let mut positional: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -266,6 +269,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
             Long("tls-cert") => tls_cert = Some(PathBuf::from(value(&mut parser)?)),
             Long("tls-key") => tls_key = Some(PathBuf::from(value(&mut parser)?)),
             Long("user") => user = Some(utf8(parser.value(), "--user")?),
+            Long("trust-locations") => trust_locations = true,
             Long("max-message-size") => {
                 let text = utf8(parser.value(), "--max-message-size")?;
                 max_message_bytes = text
@@ -385,6 +389,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         tls_key,
         user,
         max_message_bytes,
+        trust_locations,
         ..ConnectOptions::new(server)
     };
     Ok(Parsed::Run(Invocation {

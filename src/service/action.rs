@@ -17,12 +17,11 @@ pub(super) async fn list_actions(
     request: Request<Empty>,
 ) -> Result<Response<BoxStream<ActionType>>, Status> {
     let mut call = service.call("ListActions", &request);
-    let _permit = service.admit(&mut call)?;
+    let _permit = service
+        .enter(&mut call, &request, Operation::ListActions)
+        .await?;
     call.rows = ACTIONS.len() as u64;
-    let result = service
-        .authorize(&mut call, &request, Operation::ListActions)
-        .await;
-    finish(call, result.map(drop))?;
+    finish(call, Ok(()))?;
     let actions = ACTIONS.iter().map(|(name, description)| {
         Ok(ActionType {
             r#type: name.to_string(),
@@ -37,11 +36,10 @@ pub(super) async fn do_action(
     request: Request<Action>,
 ) -> Result<Response<BoxStream<crate::proto::Result>>, Status> {
     let mut call = service.call("DoAction", &request);
-    let permit = service.admit(&mut call)?;
+    let (principal, permit) = service
+        .enter(&mut call, &request, Operation::DoAction)
+        .await?;
     let checked = async {
-        let principal = service
-            .authorize(&mut call, &request, Operation::DoAction)
-            .await?;
         let action = request.get_ref();
         match action.r#type.as_str() {
             "drop_dataset" => {

@@ -23,11 +23,8 @@ pub(super) async fn do_get(
     request: Request<Ticket>,
 ) -> Result<Response<BoxStream<FlightData>>, Status> {
     let mut call = service.call("DoGet", &request);
-    let permit = service.admit(&mut call)?;
+    let (_, permit) = service.enter(&mut call, &request, Operation::DoGet).await?;
     let opened = async {
-        service
-            .authorize(&mut call, &request, Operation::DoGet)
-            .await?;
         let name = name_from_bytes(&request.get_ref().ticket, "ticket")?;
         call.dataset(&name);
         let store = service.store.clone();

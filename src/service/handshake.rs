@@ -12,15 +12,20 @@ use crate::log::Call;
 use crate::proto::{BasicAuth, HandshakeRequest, HandshakeResponse};
 
 /// How long a client may take to send its first handshake message when it
-/// carries no `authorization` header.
-const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// carries no `authorization` header: a login is one small message, so a
+/// peer that sends nothing is not waited for long.
+const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) async fn handshake(
     service: &Hangar,
     request: Request<Streaming<HandshakeRequest>>,
 ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
     let mut call = service.call("Handshake", &request);
-    let _permit = service.admit(&mut call)?;
+    // Not a call slot: handshakes have a small budget of their own.
+    let _slot = match service.handshake_slot(request.remote_addr().map(|a| a.ip())) {
+        Ok(slot) => slot,
+        Err(err) => return Err(call.fail(err)),
+    };
     if service.auth.is_none() {
         // Without authentication there is nothing to trade: one empty answer,
         // as Flight servers without auth give.
@@ -71,9 +76,16 @@ async fn log_in(
         }
         Err(err) => return Err(err),
     };
-    let principal = service.authenticate(auth, call, credentials, peer).await?;
-    let token = auth.issue(&principal)?;
-    Ok((principal, token))
+    match credentials {
+        // Re-doing the handshake with a token returns that same token: it
+        // neither extends a login past --token-ttl nor mints new tokens.
+        Credentials::Bearer(token) => Ok((auth.verify_token(&token)?, token)),
+        basic => {
+            let principal = service.authenticate(auth, call, basic, peer).await?;
+            let token = auth.issue(&principal)?;
+            Ok((principal, token))
+        }
+    }
 }
 
 /// Reads a `BasicAuth` payload from the first handshake message. A client

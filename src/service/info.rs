@@ -20,11 +20,10 @@ pub(super) async fn list_flights(
     request: Request<Criteria>,
 ) -> Result<Response<BoxStream<FlightInfo>>, Status> {
     let mut call = service.call("ListFlights", &request);
-    let _permit = service.admit(&mut call)?;
+    let (_, _permit) = service
+        .enter(&mut call, &request, Operation::ListFlights)
+        .await?;
     let result = async {
-        service
-            .authorize(&mut call, &request, Operation::ListFlights)
-            .await?;
         // The criteria expression, if any, is a dataset name prefix.
         let prefix = String::from_utf8(request.get_ref().expression.to_vec()).map_err(|_| {
             Error::InvalidArgument(
@@ -58,11 +57,10 @@ pub(super) async fn get_flight_info(
     request: Request<FlightDescriptor>,
 ) -> Result<Response<FlightInfo>, Status> {
     let mut call = service.call("GetFlightInfo", &request);
-    let _permit = service.admit(&mut call)?;
+    let (_, _permit) = service
+        .enter(&mut call, &request, Operation::GetFlightInfo)
+        .await?;
     let result = async {
-        service
-            .authorize(&mut call, &request, Operation::GetFlightInfo)
-            .await?;
         let info = describe(service, &mut call, request.get_ref()).await?;
         flight_info(&info)
     }
@@ -75,11 +73,10 @@ pub(super) async fn poll_flight_info(
     request: Request<FlightDescriptor>,
 ) -> Result<Response<PollInfo>, Status> {
     let mut call = service.call("PollFlightInfo", &request);
-    let _permit = service.admit(&mut call)?;
+    let (_, _permit) = service
+        .enter(&mut call, &request, Operation::PollFlightInfo)
+        .await?;
     let result = async {
-        service
-            .authorize(&mut call, &request, Operation::PollFlightInfo)
-            .await?;
         let info = describe(service, &mut call, request.get_ref()).await?;
         // Datasets are complete when they exist: no retry descriptor, done.
         Ok(PollInfo {
@@ -98,11 +95,10 @@ pub(super) async fn get_schema(
     request: Request<FlightDescriptor>,
 ) -> Result<Response<SchemaResult>, Status> {
     let mut call = service.call("GetSchema", &request);
-    let _permit = service.admit(&mut call)?;
+    let (_, _permit) = service
+        .enter(&mut call, &request, Operation::GetSchema)
+        .await?;
     let result = async {
-        service
-            .authorize(&mut call, &request, Operation::GetSchema)
-            .await?;
         let info = describe(service, &mut call, request.get_ref()).await?;
         Ok(SchemaResult {
             schema: ipc::schema_to_ipc(&info.schema)?,

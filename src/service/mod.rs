@@ -14,6 +14,7 @@ mod handshake;
 mod info;
 mod put;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -78,6 +79,11 @@ pub struct Hangar {
     /// One permit per running call; streaming calls hold theirs until the
     /// stream ends, so the limit counts real work, not just handler entry.
     calls: Arc<Semaphore>,
+    /// Password checks that may run at once (see [`PASSWORD_CHECKS`]).
+    password_checks: Arc<Semaphore>,
+    /// The Handshake budget (see [`Hangar::handshake_slot`]).
+    handshakes: Arc<Semaphore>,
+    handshakes_per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Hangar {
@@ -89,6 +95,9 @@ impl Hangar {
             limits,
             auth: None,
             calls,
+            password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
+            handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
+            handshakes_per_peer: Arc::default(),
         }
     }
 
@@ -117,6 +126,24 @@ impl Hangar {
             .peer_certs()
             .and_then(|certs| certs.first().and_then(|c| auth::certificate_subject(c)));
         call
+    }
+
+    /// The gate every RPC but Handshake passes: credentials first, then a
+    /// call slot. Checking credentials first means a caller without valid
+    /// ones never holds one of the `--max-concurrent-calls` slots, so
+    /// unauthenticated traffic cannot starve logged-in users. A refusal is
+    /// logged and returned as the status to answer with.
+    async fn enter<T>(
+        &self,
+        call: &mut Call,
+        request: &Request<T>,
+        op: Operation,
+    ) -> Result<(Option<Principal>, OwnedSemaphorePermit), Status> {
+        let principal = match self.authorize(call, request, op).await {
+            Ok(principal) => principal,
+            Err(err) => return Err(call.fail(err)),
+        };
+        Ok((principal, self.admit(call)?))
     }
 
     /// Takes a slot for one call, or answers ResourceExhausted at once: under
@@ -163,8 +190,84 @@ impl Hangar {
             Credentials::Bearer(token) => auth.verify_token(&token),
             Credentials::Basic { user, password } => {
                 call.tried_user = Some(user.clone());
+                let _check = self.password_check_slot().await?;
                 let auth = auth.clone();
                 blocking(move || auth.login(&user, &password, peer)).await
+            }
+        }
+    }
+}
+
+impl Hangar {
+    /// One of the few password checks that may run at once. Each Argon2
+    /// check costs ~19 MiB and a core for tens of milliseconds, so a login
+    /// flood queues here briefly and is then refused, instead of taking every
+    /// core and hundreds of MiB.
+    async fn password_check_slot(&self) -> Result<OwnedSemaphorePermit> {
+        let wait = tokio::time::timeout(
+            PASSWORD_CHECK_WAIT,
+            self.password_checks.clone().acquire_owned(),
+        );
+        match wait.await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::ResourceExhausted(format!(
+                "too many logins at once ({PASSWORD_CHECKS} password checks running); retry shortly"
+            ))),
+        }
+    }
+
+    /// A place for one Handshake: at most [`HANDSHAKES_PER_PEER`] per peer
+    /// address and [`HANDSHAKES`] in all. Handshakes come before credentials
+    /// are known, so they have this budget of their own instead of the
+    /// call slots that logged-in users need.
+    fn handshake_slot(&self, peer: Option<IpAddr>) -> Result<HandshakeSlot> {
+        let total = self.handshakes.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "too many handshakes at once ({HANDSHAKES}); retry shortly"
+            ))
+        })?;
+        let peer = peer.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mut per_peer = self
+            .handshakes_per_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = per_peer.entry(peer).or_insert(0);
+        if *count >= HANDSHAKES_PER_PEER {
+            return Err(Error::ResourceExhausted(format!(
+                "too many handshakes at once from {peer} ({HANDSHAKES_PER_PEER}); retry shortly"
+            )));
+        }
+        *count += 1;
+        Ok(HandshakeSlot {
+            _total: total,
+            peer,
+            per_peer: self.handshakes_per_peer.clone(),
+        })
+    }
+}
+
+/// Password checks run at once (each Argon2id check takes ~19 MiB).
+const PASSWORD_CHECKS: usize = 2;
+/// How long a login waits for a password check before RESOURCE_EXHAUSTED.
+const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once, in all and per peer address.
+const HANDSHAKES: usize = 64;
+const HANDSHAKES_PER_PEER: usize = 4;
+
+/// A Handshake's place in the handshake budget, given back on drop.
+struct HandshakeSlot {
+    _total: OwnedSemaphorePermit,
+    peer: IpAddr,
+    per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&self.peer);
             }
         }
     }
@@ -349,18 +452,16 @@ impl FlightService for Hangar {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let mut call = self.call("DoExchange", &request);
-        let _permit = self.admit(&mut call)?;
-        let result = match self
-            .authorize(&mut call, &request, Operation::DoExchange)
-            .await
-        {
-            Ok(_) => Err(Error::Unimplemented(
+        let _permit = self
+            .enter(&mut call, &request, Operation::DoExchange)
+            .await?;
+        finish(
+            call,
+            Err(Error::Unimplemented(
                 "DoExchange is not supported by hangar: upload with DoPut, download with DoGet"
                     .into(),
             )),
-            Err(err) => Err(err),
-        };
-        finish(call, result)
+        )
     }
 
     async fn do_action(

@@ -21,14 +21,8 @@ pub(super) async fn do_put(
     request: Request<Streaming<FlightData>>,
 ) -> Result<Response<BoxStream<PutResult>>, Status> {
     let mut call = service.call("DoPut", &request);
-    let permit = service.admit(&mut call)?;
+    let (_, permit) = service.enter(&mut call, &request, Operation::DoPut).await?;
     let limit = service.limits.max_message_bytes;
-    if let Err(err) = service
-        .authorize(&mut call, &request, Operation::DoPut)
-        .await
-    {
-        return Err(call.fail(err));
-    }
     // Set by the transport only when the HTTP/2 body ended with END_STREAM;
     // tonic reports a cancel (RST_STREAM) as a clean end too.
     let clean_end = request.extensions().get::<CleanEnd>().cloned();
