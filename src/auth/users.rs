@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -247,11 +247,76 @@ fn hash_password(password: &str) -> Result<String> {
 }
 
 pub(super) fn verify_password(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
+    use argon2::{Algorithm, Params, Version};
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = parsed
+        .version
+        .and_then(|v| Version::try_from(v).ok())
+        .unwrap_or_default();
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    // A hash file with absurd parameters must not make a login allocate
+    // without bound: hangar's own hashes use the crate defaults (19 MiB).
+    if params.block_count() > MAX_ARGON2_BLOCKS {
+        return false;
+    }
+    let mut out = vec![0u8; expected.len()];
+    let mut blocks = take_blocks(params.block_count());
+    let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt,
+        &mut out,
+        &mut blocks[..],
+    );
+    give_back_blocks(blocks);
+    // No early exit: timing must not tell how much of a guess's hash matched.
+    let expected = expected.as_bytes();
+    let diff = out
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    computed.is_ok() && out.len() == expected.len() && std::hint::black_box(diff) == 0
+}
+
+/// Largest Argon2 memory a stored hash may ask for (64 MiB).
+const MAX_ARGON2_BLOCKS: usize = 64 * 1024;
+
+/// Argon2's working memory, kept between checks. Allocating ~19 MiB per
+/// check on whichever blocking thread runs it leaves glibc holding that much
+/// per thread arena afterwards: 100 logins raised RSS by hundreds of MiB.
+/// Reusing a few buffers keeps it at (concurrent checks) x 19 MiB, for good.
+static BLOCKS: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_blocks(count: usize) -> Vec<argon2::Block> {
+    let mut pool = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    match pool.iter().position(|b| b.len() >= count) {
+        Some(i) => {
+            let mut blocks = pool.swap_remove(i);
+            blocks.truncate(count);
+            blocks
+        }
+        None => vec![argon2::Block::default(); count],
+    }
+}
+
+fn give_back_blocks(blocks: Vec<argon2::Block>) {
+    let mut pool = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    // The service runs at most a few checks at once; keep that many.
+    if pool.len() < 4 {
+        pool.push(blocks);
     }
 }
 

@@ -94,7 +94,11 @@ async fn first_message_credentials(mut stream: Streaming<HandshakeRequest>) -> R
     let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, stream.message())
         .await
         .map_err(|_| Error::Unauthenticated(auth::NO_CREDENTIALS.into()))?
-        .map_err(|s| Error::Unauthenticated(format!("reading the handshake: {}", s.message())))?;
+        .map_err(|s| match s.code() {
+            // The transport's request size cap: say so, not "unauthenticated".
+            tonic::Code::ResourceExhausted => Error::ResourceExhausted(s.message().to_string()),
+            _ => Error::Unauthenticated(format!("reading the handshake: {}", s.message())),
+        })?;
     let payload = first.map(|m| m.payload).unwrap_or_default();
     if payload.is_empty() {
         return Err(Error::Unauthenticated(auth::NO_CREDENTIALS.into()));
