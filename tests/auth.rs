@@ -458,8 +458,9 @@ async fn roles_limit_uploads_to_write_and_drops_to_admin() {
         assert!(denied.message().contains("drop_dataset"), "{denied:?}");
         assert_eq!(server.repo_entries(), ["d"]);
 
+        // As the cookbook's: no result messages.
         let dropped = drop_dataset(&mut admin, "d").await.unwrap();
-        assert_eq!(dropped, [Bytes::from_static(b"{\"dropped\":\"d\"}")]);
+        assert!(dropped.is_empty(), "{dropped:?}");
         assert!(server.repo_entries().is_empty());
     })
     .await;
