@@ -20,7 +20,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -34,12 +33,11 @@ use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, FlightData};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use common::{TestServer, TEMP_PREFIX};
+use common::{client_at, connect, status_of, wait_until, within, TestServer, TEMP_PREFIX};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 // ---------------------------------------------------------------------------
@@ -90,59 +88,9 @@ impl Rng {
     }
 }
 
-/// Polls `done` every 20 ms until it holds or `limit` passes; returns whether it held.
-async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs an async body with a time limit, failing the test with `what` if it overruns.
-async fn within<F: std::future::Future>(limit: Duration, what: &str, body: F) -> F::Output {
-    match tokio::time::timeout(limit, body).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: no answer within {limit:?}"),
-    }
-}
-
-/// A tonic channel to `addr` (bounded connect).
-async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint URI")
-        .connect_timeout(Duration::from_secs(10));
-    endpoint.connect().await
-}
-
-async fn client_at(addr: SocketAddr) -> FlightClient {
-    FlightClient::new(
-        within(Duration::from_secs(15), "connecting", connect(addr))
-            .await
-            .expect("connecting to hangar"),
-    )
-}
-
-fn status_of(err: arrow_flight::error::FlightError) -> tonic::Status {
-    match err {
-        arrow_flight::error::FlightError::Tonic(status) => *status,
-        other => tonic::Status::unknown(format!("client-side error: {other}")),
-    }
-}
-
 /// A server on a repository the test owns, so it can be restarted on it.
-fn start_on(repo: &Path, extra: &[&str]) -> TestServer {
-    TestServer::builder()
-        .without_default_args()
-        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-        .arg(repo)
-        .args(extra)
-        .start()
+fn start_on(repo: &Path) -> TestServer {
+    TestServer::builder().existing_repo(repo).start()
 }
 
 /// Threads of a process (`Threads:` in /proc/PID/status).
@@ -495,7 +443,7 @@ async fn server_killed_during_uploads_keeps_old_or_new_version_and_sweeps_temp_f
     while report.rounds < min_rounds
         || (report.uploads_killed < min_killed && report.rounds < max_rounds)
     {
-        let mut server = start_on(&repo, &[]);
+        let mut server = start_on(&repo);
         check_after_restart(&server, &repo, &allowed, &mut known, &mut report).await;
         let attempts = Arc::new(Mutex::new(Vec::<Attempt>::new()));
         let uploaders: Vec<_> = (0..DATASETS)
@@ -547,7 +495,7 @@ async fn server_killed_during_uploads_keeps_old_or_new_version_and_sweeps_temp_f
             report.uploads_acked += mine.iter().filter(|a| a.acked).count();
         }
     }
-    let server = start_on(&repo, &[]);
+    let server = start_on(&repo);
     check_after_restart(&server, &repo, &allowed, &mut known, &mut report).await;
     eprintln!(
         "server kills: {} rounds in {:.1} s, {} uploads acknowledged, {} uploads in flight when \
@@ -731,7 +679,7 @@ async fn aborted_put(server: &TestServer, name: &str, how: Gone) {
     let temp_appeared = |server: &TestServer| {
         let name = name.to_string();
         let repo = server.repo().to_path_buf();
-        move || common::temp_files(&repo).iter().any(|t| t.ends_with(&name))
+        async move || common::temp_files(&repo).iter().any(|t| t.ends_with(&name))
     };
     match how {
         Gone::Killed => {
@@ -837,7 +785,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
     }
     let mut last = fds(pid);
     let mut stable_since = Instant::now();
-    wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), async || {
         let now = fds(pid);
         if now != last {
             last = now;
@@ -864,7 +812,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
                 aborted_put(&server, &name, how),
             )
             .await;
-            let finished = wait_until(Duration::from_secs(15), || {
+            let finished = wait_until(Duration::from_secs(15), async || {
                 log_lines(&server, "DoPut", &name, false) > before
             })
             .await;
@@ -885,7 +833,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
                 aborted_get(&server, big, how),
             )
             .await;
-            let finished = wait_until(Duration::from_secs(15), || {
+            let finished = wait_until(Duration::from_secs(15), async || {
                 log_lines(&server, "DoGet", big, false) > before
             })
             .await;
@@ -915,7 +863,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
         }
     }
     drop(client);
-    if !wait_until(Duration::from_secs(10), || {
+    if !wait_until(Duration::from_secs(10), async || {
         common::temp_files(&repo).is_empty()
     })
     .await
@@ -926,7 +874,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
         ));
     }
     // File descriptors: exactly the baseline once connections are closed.
-    if !wait_until(Duration::from_secs(15), || fds(pid) == baseline_fds).await {
+    if !wait_until(Duration::from_secs(15), async || fds(pid) == baseline_fds).await {
         let now_fds = fds(pid);
         problems.push(format!(
             "after {aborted} aborted calls the server holds {} descriptors, {} at \
@@ -939,7 +887,7 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
     // released workers go back to the blocking pool, which retires them after
     // 10 s idle, so the count returns to (at most) the baseline.
     let threads_back =
-        wait_until(Duration::from_secs(25), || threads(pid) <= baseline_threads).await;
+        wait_until(Duration::from_secs(25), async || threads(pid) <= baseline_threads).await;
     eprintln!(
         "clients gone: {aborted} aborted calls; threads {baseline_threads} at baseline, \
          {peak_threads} at peak, {} after; fds {} at baseline, {} after",
@@ -964,76 +912,18 @@ async fn clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind() 
 // ---------------------------------------------------------------------------
 // 3. Disk full and file too large
 
-/// A `hangar serve` started through a wrapper command (prlimit), killed on drop.
-struct WrappedServer {
-    child: Child,
-    addr: SocketAddr,
-    stderr: PathBuf,
-}
-
-impl WrappedServer {
-    fn start(wrapper: &[&str], repo: &Path, dir: &Path) -> WrappedServer {
-        let stderr = dir.join("stderr.log");
-        let mut args: Vec<OsString> = wrapper[1..].iter().map(OsString::from).collect();
-        args.push(common::hangar_bin().into());
-        for a in ["serve", "--listen", "127.0.0.1:0", "--repo"] {
-            args.push(a.into());
-        }
-        args.push(repo.into());
-        let mut child = Command::new(wrapper[0])
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawning the wrapped server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(common::STARTUP_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "wrapped server did not start: {}",
-                    fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-        };
-        let addr = line
-            .strip_prefix("hangar listening on grpc://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        WrappedServer {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for WrappedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = common::wait_timeout(&mut self.child, common::EXIT_TIMEOUT);
-    }
+/// A server with a repository the test owns, started through `wrapper`.
+fn start_wrapped(wrapper: &[&str], repo: &Path) -> TestServer {
+    TestServer::builder()
+        .wrapper(wrapper)
+        .existing_repo(repo)
+        .start()
 }
 
 /// Checks the "no room" contract against a running server whose repository
 /// cannot take more than a few MB: small upload OK, big one ResourceExhausted
 /// with `needle` in the message, old version kept, no temporary file, still serving.
-async fn check_no_room(server: &mut WrappedServer, repo: &Path, needle: &str) {
+async fn check_no_room(server: &mut TestServer, repo: &Path, needle: &str) {
     let mut client = client_at(server.addr).await;
     put_version(&mut client, "d.parquet", 1).await;
     let big = version_batches(5, 300_000, 20_000);
@@ -1042,14 +932,10 @@ async fn check_no_room(server: &mut WrappedServer, repo: &Path, needle: &str) {
         .expect_err("an upload beyond the room left must fail");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     assert!(status.message().contains(needle), "{status}");
-    assert!(
-        server.alive(),
-        "the server died:\n{}",
-        fs::read_to_string(&server.stderr).unwrap_or_default()
-    );
+    assert!(server.alive(), "the server died:\n{}", server.stderr());
     assert_version(&mut client, repo, "d.parquet", Some(1)).await;
     assert!(
-        wait_until(Duration::from_secs(10), || common::temp_files(repo)
+        wait_until(Duration::from_secs(10), async || common::temp_files(repo)
             .is_empty())
         .await,
         "temporary file left: {:?}",
@@ -1074,7 +960,7 @@ async fn file_size_limit_fails_the_upload_with_resource_exhausted_and_keeps_serv
     let repo = dir.path().join("repo");
     fs::create_dir(&repo).unwrap();
     // 4 MB: room for small versions (about 0.5 MB), not for the big one.
-    let mut server = WrappedServer::start(&["prlimit", "--fsize=4000000"], &repo, dir.path());
+    let mut server = start_wrapped(&["prlimit", "--fsize=4000000"], &repo);
     within(
         Duration::from_secs(60),
         "file size limit",
@@ -1116,7 +1002,7 @@ async fn full_disk_fails_the_upload_with_resource_exhausted_and_keeps_serving() 
     };
     let repo = mount.join("repo");
     fs::create_dir(&repo).unwrap();
-    let mut server = WrappedServer::start(&["env"], &repo, dir.path());
+    let mut server = TestServer::builder().existing_repo(&repo).start();
     within(
         Duration::from_secs(60),
         "full disk",
@@ -1297,7 +1183,7 @@ async fn stalled_upload_is_aborted_with_deadline_exceeded_and_cleaned_up() {
     assert!(status.message().contains("--idle-timeout"), "{status}");
     drop(tx);
     assert!(
-        wait_until(Duration::from_secs(10), || common::temp_files(&repo)
+        wait_until(Duration::from_secs(10), async || common::temp_files(&repo)
             .is_empty())
         .await,
         "temporary file left: {:?}",
@@ -1548,7 +1434,7 @@ async fn messages_beyond_max_message_size_are_refused_both_ways() {
     assert!(status.message().contains("--max-message-size"), "{status}");
     assert_version(&mut client, &repo, "m.parquet", Some(1)).await;
     assert!(
-        wait_until(Duration::from_secs(10), || common::temp_files(&repo)
+        wait_until(Duration::from_secs(10), async || common::temp_files(&repo)
             .is_empty())
         .await,
         "temporary file left: {:?}",
