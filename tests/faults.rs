@@ -586,12 +586,19 @@ const CHILD_ENV: &str = "HANGAR_FAULTS_CHILD";
 const CHILD_READY: &str = "HANGAR-CHILD-READY";
 
 /// Not a test of its own: the client process that [`Gone::Killed`] kills. Run
-/// as a child (this test binary, filtered to this test) with `HANGAR_FAULTS_CHILD`
-/// set to `put ADDR NAME` or `get ADDR NAME`; without it, it does nothing.
+/// as a child (this test binary, `--ignored --exact child_client_process`) by
+/// `clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind`, with
+/// `HANGAR_FAULTS_CHILD` set to `put ADDR NAME` or `get ADDR NAME`; run any
+/// other way, it fails rather than pass without testing anything.
 #[test]
+#[ignore = "helper process: run by clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind"]
 fn child_client_process() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
+        panic!(
+            "child_client_process is a helper process, not a test: \
+             clients_gone_mid_call_leave_no_temp_file_thread_or_descriptor_behind runs it \
+             with {CHILD_ENV} set"
+        );
     };
     let parts: Vec<&str> = spec.split(' ').collect();
     let (what, addr, name) = (parts[0], parts[1].parse().unwrap(), parts[2].to_string());
@@ -638,19 +645,15 @@ fn child_client_process() {
 /// Starts a client process doing `what` (put or get) on `name`, waits until
 /// it says it is mid-call, and returns it.
 fn spawn_child_client(what: &str, addr: SocketAddr, name: &str) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_client_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{what} {addr} {name}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning the client process");
+    let mut child = common::helper_process(
+        "child_client_process",
+        (CHILD_ENV, &format!("{what} {addr} {name}")),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawning the client process");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

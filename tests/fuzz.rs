@@ -23,7 +23,7 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Component, Path};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -1024,11 +1024,17 @@ fn fuzz_decoder(compressed: bool) -> u64 {
 const CHILD_ENV: &str = "HANGAR_FUZZ_CHILD";
 
 /// Not a test of its own: the child process that runs decoder properties when
-/// `HANGAR_FUZZ_CHILD` names one; without it, it does nothing.
+/// `HANGAR_FUZZ_CHILD` names one, started (`--ignored --exact fuzz_child`) by
+/// [`run_child`] for the decoder tests below; run any other way, it fails
+/// rather than pass without testing anything.
 #[test]
+#[ignore = "helper process: run by the decoder_* and compressed_buffer_* tests (run_child)"]
 fn fuzz_child() {
     let Ok(what) = std::env::var(CHILD_ENV) else {
-        return;
+        panic!(
+            "fuzz_child is a helper process, not a test: the decoder tests run it with \
+             {CHILD_ENV} set (decoder, decoder-compressed, huge-decompressed-length)"
+        );
     };
     let cases = match what.as_str() {
         "decoder" => fuzz_decoder(false),
@@ -1063,9 +1069,7 @@ fn run_child(what: &str) -> u64 {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("stdout");
     let err = out_dir.path().join("stderr");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["fuzz_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, what)
+    let mut child = common::helper_process("fuzz_child", (CHILD_ENV, what))
         .env("HANGAR_FUZZ_SEED", fuzz_seed().to_string())
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
@@ -1092,7 +1096,7 @@ fn run_child(what: &str) -> u64 {
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
         let how = match status.signal() {
-            Some(6) => {
+            Some(libc::SIGABRT) => {
                 "ABORTED (SIGABRT: typically an allocation of a client-declared size)".to_string()
             }
             Some(sig) => format!("killed by signal {sig}"),

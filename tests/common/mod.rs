@@ -609,6 +609,22 @@ pub fn run_to_end(mut command: Command, stdin: Option<&[u8]>, limit: Duration) -
     }
 }
 
+/// A command that runs `test` of this test binary as a helper process (a
+/// `#[ignore]`d test that fails when run without `env`), with `env` set.
+pub fn helper_process(test: &str, env: (&str, &str)) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            test,
+            "--ignored",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env.0, env.1);
+    command
+}
+
 pub fn temp_files(dir: &Path) -> Vec<String> {
     dir_entries(dir)
         .into_iter()
