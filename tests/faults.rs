@@ -14,8 +14,9 @@
 //! - path attacks: `..`, absolute and encoded paths, planted symlinks.
 //!
 //! Fast by default (`cargo test --test faults`). `HANGAR_LONG=1` runs the long
-//! version (at least 50 uploads killed, more aborted calls); `HANGAR_SEED=N`
-//! replays the random choices of a run (the seed is printed).
+//! version (at least 50 uploads killed, more aborted calls). The random
+//! choices use a fixed seed unless `HANGAR_SEED=N` (replays run N) or
+//! `HANGAR_SEED=random` (a new one) says otherwise; the seed is printed.
 
 mod common;
 
@@ -55,17 +56,13 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The seed of this run's random choices (printed, so a failure can be replayed).
+/// The seed of a run without `HANGAR_SEED` (CI's): fixed, so a CI failure replays.
+const DEFAULT_SEED: u64 = 20_260_101;
+
+/// The seed of this run's random choices (printed, so a failure can be
+/// replayed): `HANGAR_SEED=N`, `HANGAR_SEED=random`, or [`DEFAULT_SEED`].
 fn seed(test: &str) -> u64 {
-    let seed = std::env::var("HANGAR_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = common::seed_from_env("HANGAR_SEED", DEFAULT_SEED);
     eprintln!("{test}: HANGAR_SEED={seed}");
     seed
 }

@@ -18,6 +18,9 @@
 //!
 //! `HANGAR_FUZZ_CASES` is the total number of cases of a run (default 5,000,
 //! a few seconds; the long suite uses 100,000). The count run is printed.
+//! The seed is fixed unless `HANGAR_FUZZ_SEED=N` (replays run N) or
+//! `HANGAR_FUZZ_SEED=random` (explores new inputs) says otherwise; every
+//! report prints it.
 
 mod common;
 
@@ -77,20 +80,16 @@ fn config(share: f64) -> ProptestConfig {
     }
 }
 
-/// The seed of this run (`HANGAR_FUZZ_SEED` replays one; printed on every report).
+/// The seed of a run without `HANGAR_FUZZ_SEED` (CI's): fixed, so a CI
+/// failure replays with the same command.
+const DEFAULT_FUZZ_SEED: u64 = 20_260_101;
+
+/// The seed of this run (printed on every report): `HANGAR_FUZZ_SEED=N`
+/// replays run N, `HANGAR_FUZZ_SEED=random` explores a new one, otherwise
+/// [`DEFAULT_FUZZ_SEED`].
 fn fuzz_seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| {
-        std::env::var("HANGAR_FUZZ_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            })
-    })
+    *SEED.get_or_init(|| common::seed_from_env("HANGAR_FUZZ_SEED", DEFAULT_FUZZ_SEED))
 }
 
 /// A runner with this property's share of the cases, seeded from the run's seed
@@ -1368,10 +1367,8 @@ async fn live_mutated_uploads_are_invalid_argument_and_leave_no_trace() {
     let mut server = common::TestServer::start_with_args(["--idle-timeout", "10s"]);
     let mut client = server.client().await;
     let count = (total_cases() / 20).clamp(300, 5_000);
-    let mut runner = TestRunner::new(ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
+    // Generated from the run's seed like the properties, so a failure replays.
+    let mut runner = seeded_runner("live-mutated-uploads", 0.0);
     let strategy = prop_oneof![
         3 => mutated_cases(false).prop_map(|c| c.build()),
         1 => shuffled_cases(false).prop_map(|c| c.build()),
@@ -1379,6 +1376,7 @@ async fn live_mutated_uploads_are_invalid_argument_and_leave_no_trace() {
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     let mut stored = Vec::new();
     let started = Instant::now();
+    eprintln!("fuzz: live DoPut: HANGAR_FUZZ_SEED={}", fuzz_seed());
     for i in 0..count {
         let messages = strategy.new_tree(&mut runner).unwrap().current();
         let name = format!("live-{i}.parquet");
@@ -1429,8 +1427,9 @@ async fn live_mutated_uploads_are_invalid_argument_and_leave_no_trace() {
         common::temp_files(server.repo())
     );
     eprintln!(
-        "fuzz: live DoPut: {count} mutated uploads in {:.1} s: {outcomes:?}",
-        started.elapsed().as_secs_f64()
+        "fuzz: live DoPut: {count} mutated uploads in {:.1} s: {outcomes:?} (HANGAR_FUZZ_SEED={})",
+        started.elapsed().as_secs_f64(),
+        fuzz_seed()
     );
 }
 

@@ -642,6 +642,24 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The seed of a test's random choices, from the environment variable `var`:
+/// unset (as in CI), the fixed `default`, so a failure in CI replays with the
+/// same command; `N` replays seed N; `random` picks one from the clock. The
+/// caller prints the seed it got.
+pub fn seed_from_env(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) if v.is_empty() => default,
+        Ok(v) if v == "random" => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?}: expected a number or `random`")),
+    }
+}
+
 /// Runs a test body with an overall time limit, so a stuck call fails the test.
 pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
     match tokio::time::timeout(TEST_TIMEOUT, body).await {
