@@ -839,8 +839,19 @@ fn mutate(message: &FlightData, in_header: bool, mutations: &[Mutation]) -> Flig
     }
 }
 
+/// One message, for a failure report: its header in full, its body's length.
+fn describe(message: &FlightData) -> String {
+    format!(
+        "data_header ({} bytes): {:02x?}\ndata_body: {} bytes",
+        message.data_header.len(),
+        &message.data_header[..],
+        message.data_body.len()
+    )
+}
+
 /// Decodes a stream with a fresh Decoder, as DoPut does: stops at the first
-/// error. Fails on a panic, on any error that is not a clear InvalidArgument,
+/// error. Fails on a panic (also one the decoder contained:
+/// `Error::ContainedPanic`), on any error that is not a clear InvalidArgument,
 /// and on a batch handed on that is not valid Arrow data.
 fn decode_stream(messages: &[FlightData]) -> Result<bool, TestCaseError> {
     let mut decoder = Decoder::new();
@@ -864,6 +875,14 @@ fn decode_stream(messages: &[FlightData]) -> Result<bool, TestCaseError> {
                 );
             }
             Ok(_) => {}
+            Err(hangar::Error::ContainedPanic(why)) => {
+                return Err(TestCaseError::fail(format!(
+                    "message {i}: Arrow's IPC reader panicked (contained by the decoder, \
+                     so it would pass as InvalidArgument; hangar's checks must refuse this \
+                     input first): {why}\n{}",
+                    describe(message)
+                )));
+            }
             Err(err) => {
                 prop_assert_eq!(
                     err.code(),
@@ -1149,6 +1168,10 @@ fn expect_invalid(messages: &[FlightData], needle: &str) {
             Err(p) => panic!("message {i} panicked: {}", panic_text(&*p)),
             Ok(Ok(_)) if i + 1 < messages.len() => {}
             Ok(Ok(d)) => panic!("the last message was accepted: {d:?}"),
+            Ok(Err(hangar::Error::ContainedPanic(why))) => panic!(
+                "message {i}: Arrow's IPC reader panicked (contained): {why}\n{}",
+                describe(m)
+            ),
             Ok(Err(err)) => {
                 assert_eq!(i + 1, messages.len(), "message {i} refused early: {err}");
                 assert_eq!(err.code(), Code::InvalidArgument, "{err}");
@@ -1194,6 +1217,14 @@ fn named_hostile_sequences_are_invalid_argument() {
                     .unwrap_or_else(|p| {
                         panic!("buffer {b} = {value}: panicked: {}", panic_text(&*p))
                     });
+                if let Err(hangar::Error::ContainedPanic(why)) = &result {
+                    panic!(
+                        "buffer {b} {} = {value}: Arrow's IPC reader panicked (contained): \
+                         {why}\n{}",
+                        if length { "length" } else { "offset" },
+                        describe(&mutated)
+                    );
+                }
                 if value != 0 {
                     let err = result.expect_err("a buffer outside the body must be refused");
                     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
@@ -1279,6 +1310,19 @@ fn regression_cases() -> Vec<MutatedCase> {
                 buffer: At(13916307293543835360),
                 length: true,
                 value: 33,
+            }],
+            twice: true,
+        },
+        // LZ4 strings batch whose (compressed) buffer 1 length is 41, not 40
+        // (found with HANGAR_FUZZ_CASES=100000 once contained panics counted).
+        MutatedCase {
+            compressed: true,
+            seed: 1,
+            message: At(4837939786157237508),
+            in_header: false,
+            mutations: vec![Mutation::Overwrite {
+                at: At(3717810805123001862),
+                value: 41,
             }],
             twice: true,
         },
