@@ -9,9 +9,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_flight::{Action, FlightClient};
@@ -24,7 +24,9 @@ use prost::Message as _;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
 
-use common::{bounded, get, path, put, run_hangar, status_of, TestServer, EXIT_TIMEOUT};
+use common::{
+    bounded, get, path, put, run_hangar, status_of, wait_until, TestServer, EXIT_TIMEOUT,
+};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -185,34 +187,9 @@ fn with_token_bin<T>(message: T, token: &[u8]) -> Request<T> {
 
 /// Runs `hangar ARGS` with `stdin` as its standard input, bounded.
 fn hangar_with_stdin(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = Command::new(common::hangar_bin())
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawning hangar");
-    {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().unwrap();
-        let _ = pipe.write_all(stdin);
-    }
-    let status = match common::wait_timeout(&mut child, EXIT_TIMEOUT) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = common::wait_timeout(&mut child, EXIT_TIMEOUT);
-            panic!("hangar {args:?} did not exit within {EXIT_TIMEOUT:?}");
-        }
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out).unwrap(),
-        stderr: std::fs::read(&err).unwrap(),
-    }
+    let mut command = Command::new(common::hangar_bin());
+    command.args(args);
+    common::run_to_end(command, Some(stdin), EXIT_TIMEOUT)
 }
 
 /// `hangar user ACTION --users FILE [ARGS...]`, password lines on stdin.
@@ -630,15 +607,6 @@ fn serve_with_a_malformed_users_file_never_announces_listening() {
 
 // ---------------------------------------------------------------- SIGHUP reload
 
-/// Polls `check` every 50 ms until it returns true, for at most 10 s.
-async fn poll_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn sighup_reload_revokes_tokens_of_removed_users() {
     let (server, file) = auth_server();
@@ -653,18 +621,18 @@ async fn sighup_reload_revokes_tokens_of_removed_users() {
         assert!(added.status.success(), "{}", text(&added.stderr));
         server.signal("HUP");
 
-        poll_until(
-            "the removed user's token being refused",
-            async || match list_names(&mut reader).await {
+        let refused = wait_until(Duration::from_secs(10), async || {
+            match list_names(&mut reader).await {
                 Ok(_) => false,
                 Err(status) => {
                     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
                     assert_eq!(status.message(), hangar::auth::INVALID_TOKEN);
                     true
                 }
-            },
-        )
+            }
+        })
         .await;
+        assert!(refused, "the removed user's token was never refused");
         // Other users' tokens live on, and the new user can log in.
         assert!(list_names(&mut writer).await.is_ok());
         let (mut newcomer, _) = login(&server, ("newcomer", "new-pw-0")).await;

@@ -7,10 +7,9 @@
 mod common;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::types::Int32Type;
@@ -23,7 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use common::{wait_timeout, TestServer};
+use common::TestServer;
 
 /// How long one client command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -117,41 +116,22 @@ impl Cli<'_> {
     /// Runs the command to completion (bounded). The server comes from
     /// `HANGAR_SERVER`, which also tests that default.
     fn run(self) -> Run {
-        let out = tempfile::tempdir().unwrap();
-        let (out_path, err_path) = (out.path().join("stdout"), out.path().join("stderr"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_hangar"));
         command
             .args(&self.args)
             .env("HANGAR_SERVER", self.server)
-            .env_remove("HANGAR_PASSWORD")
-            .current_dir(self.cwd.unwrap_or(out.path()))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(File::create(&out_path).unwrap())
-            .stderr(File::create(&err_path).unwrap());
+            .env_remove("HANGAR_PASSWORD");
+        if let Some(cwd) = self.cwd {
+            command.current_dir(cwd);
+        }
         for (key, value) in &self.envs {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("spawning hangar");
-        if let Some(bytes) = self.stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            // A command that fails early closes stdin; that is its answer.
-            let _ = pipe.write_all(&bytes);
-        }
-        let status = wait_timeout(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!(
-                "hangar {:?} did not finish in {COMMAND_TIMEOUT:?}",
-                self.args
-            )
-        });
+        let out = common::run_to_end(command, self.stdin.as_deref(), COMMAND_TIMEOUT);
         Run {
-            code: status.code().expect("exit code"),
-            stdout: std::fs::read(&out_path).unwrap(),
-            stderr: std::fs::read_to_string(&err_path).unwrap(),
+            code: out.status.code().expect("exit code"),
+            stdout: out.stdout,
+            stderr: String::from_utf8(out.stderr).unwrap(),
         }
     }
 }
@@ -537,75 +517,24 @@ fn python() -> PathBuf {
     python
 }
 
-/// A server process that announces its URI on its first stdout line, after
-/// `prefix`; killed on drop.
-struct Server {
-    child: Child,
-    uri: String,
-    /// Its repository folder.
-    repo: tempfile::TempDir,
-}
+/// How long a Python server may take to start (importing pyarrow is slow).
+const PYTHON_STARTUP: Duration = Duration::from_secs(60);
 
-impl Server {
-    fn spawn(mut command: Command, prefix: &str, repo: tempfile::TempDir) -> Server {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting a server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(line)) => line,
-            other => {
-                let _ = child.kill();
-                panic!("{command:?} did not start: {other:?}")
-            }
-        };
-        let uri = line
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
-        Server { child, uri, repo }
-    }
-
-    /// tests/python/cookbook_server.py on a free port.
-    fn cookbook(extra: &[&str]) -> Server {
-        let repo = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
-        let mut command = Command::new(python());
-        command
-            .arg(script)
-            .args(["--port", "0", "--repo"])
-            .arg(repo.path())
-            .args(extra);
-        Server::spawn(command, "cookbook server listening on ", repo)
-    }
-
-    /// `hangar serve` on a free port, for announcements TestServer does not
-    /// parse (grpc+tls://).
-    fn hangar(extra: &[&str]) -> Server {
-        let repo = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hangar"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-            .arg(repo.path())
-            .args(extra);
-        Server::spawn(command, "hangar listening on ", repo)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = wait_timeout(&mut self.child, Duration::from_secs(10));
-    }
+/// tests/python/cookbook_server.py on a free port, over its own repository.
+fn cookbook(extra: &[&str]) -> TestServer {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
+    let builder = TestServer::builder();
+    let repo = builder.repo_path().to_path_buf();
+    builder
+        .program(python())
+        .without_default_args()
+        .arg(script)
+        .args(["--port", "0", "--repo"])
+        .arg(repo)
+        .args(extra)
+        .listening_prefix("cookbook server listening on ")
+        .startup_timeout(PYTHON_STARTUP)
+        .start()
 }
 
 // -------------------------------------------------------------------- tests
@@ -1004,7 +933,7 @@ fn login_with_user_and_password_against_hangar() {
 
 #[test]
 fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
-    let server = Server::cookbook(&[]);
+    let server = cookbook(&[]);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     // The cookbook's GeneratorStream cannot send dictionary columns (pyarrow's
@@ -1020,7 +949,7 @@ fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
         .stdin(ipc_stream(&data))
         .run()
         .ok();
-    assert!(server.repo.path().join("uploaded.parquet").exists());
+    assert!(server.repo().join("uploaded.parquet").exists());
 
     let json = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
     let mut names: Vec<&str> = json.items().iter().map(|i| i.get("name").str()).collect();
@@ -1079,7 +1008,7 @@ fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
 
 #[test]
 fn cookbook_basic_token_recipe_accepts_user_and_password() {
-    let server = Server::cookbook(&["--users", "test:password"]);
+    let server = cookbook(&["--users", "test:password"]);
     let data = table(500, false);
 
     let anonymous = cli(&server.uri, &["ls"])
@@ -1138,7 +1067,7 @@ fn tls_root_and_client_certificate_reach_an_mtls_server() {
     let certs = tempfile::tempdir().unwrap();
     let pem = |name: &str| certs.path().join(name).to_str().unwrap().to_string();
     certificates(certs.path());
-    let server = Server::hangar(&[
+    let server = TestServer::start_with_args([
         "--tls-cert",
         &pem("server.pem"),
         "--tls-key",
@@ -1221,15 +1150,14 @@ fn get_and_head_read_every_endpoint_in_order_from_its_location() {
         .stdin(ipc_stream(std::slice::from_ref(&two)))
         .run()
         .ok();
-    let mut command = Command::new(python());
-    command
+    let directory = TestServer::builder()
+        .program(python())
+        .without_default_args()
         .args(["-c", DIRECTORY_SERVER])
-        .args([&first.uri, &second.uri]);
-    let directory = Server::spawn(
-        command,
-        "directory listening on ",
-        tempfile::tempdir().unwrap(),
-    );
+        .args([&first.uri, &second.uri])
+        .listening_prefix("directory listening on ")
+        .startup_timeout(PYTHON_STARTUP)
+        .start();
 
     let mut both = one.clone();
     both.push(two);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_flight::FlightClient;
@@ -13,7 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::{SinkExt, TryStreamExt};
 use prost::bytes::Bytes;
 
-use common::{bounded, get, path, put, run_hangar, status_of, TestServer};
+use common::{bounded, get, path, put, run_hangar, status_of, wait_until, TestServer};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -37,15 +37,6 @@ fn numbers(range: std::ops::Range<i64>) -> RecordBatch {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Polls `done` until it holds, bounded.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// One successful RPC: proves the server is serving (its store is open and its
@@ -406,9 +397,13 @@ async fn sigterm_during_an_upload_exits_0_and_leaves_no_temp_file() {
         let mut uploader = server.client().await;
         let replies = uploader.do_put(rx).await.expect("DoPut starts");
         let repo = server.repo().to_path_buf();
-        wait_until("the upload's temporary file", || {
-            !common::temp_files(&repo).is_empty()
-        });
+        assert!(
+            wait_until(Duration::from_secs(10), async || {
+                !common::temp_files(&repo).is_empty()
+            })
+            .await,
+            "the upload's temporary file never appeared"
+        );
 
         let status = tokio::task::block_in_place(|| server.terminate());
         assert_eq!(status.code(), Some(0), "{status:?}\n{}", server.stderr());

@@ -48,13 +48,19 @@ pub fn hangar_bin() -> &'static str {
 
 /// Configures a [`TestServer`] before it starts.
 ///
-/// By default the server gets `serve --listen 127.0.0.1:0 --repo <tempdir>/repo`
-/// followed by the extra [`arg`](TestServerBuilder::arg)s, runs in `<tempdir>`
-/// (so relative paths never touch the source tree) and writes stderr to
-/// `<tempdir>/stderr.log`.
+/// By default the server is the hangar binary with `serve --listen 127.0.0.1:0
+/// --repo <tempdir>/repo` followed by the extra [`arg`](TestServerBuilder::arg)s,
+/// runs in `<tempdir>` (so relative paths never touch the source tree) and
+/// writes stderr to `<tempdir>/stderr.log`. The same harness starts other
+/// servers ([`program`](TestServerBuilder::program)), wrapped servers
+/// ([`wrapper`](TestServerBuilder::wrapper)) and servers on a repository the
+/// test owns ([`existing_repo`](TestServerBuilder::existing_repo)).
 pub struct TestServerBuilder {
     dir: tempfile::TempDir,
     repo: PathBuf,
+    program: OsString,
+    wrapper: Vec<OsString>,
+    listening_prefix: String,
     args: Vec<OsString>,
     default_args: bool,
     envs: Vec<(OsString, Option<OsString>)>,
@@ -113,6 +119,42 @@ impl TestServerBuilder {
         self
     }
 
+    /// Runs `program` instead of the hangar binary (another Flight server,
+    /// such as the Python cookbook server); usually with
+    /// [`without_default_args`](Self::without_default_args) and a
+    /// [`listening_prefix`](Self::listening_prefix).
+    pub fn program(mut self, program: impl AsRef<OsStr>) -> Self {
+        self.program = program.as_ref().to_owned();
+        self
+    }
+
+    /// Starts the server through a wrapper command, e.g. `["prlimit",
+    /// "--fsize=4000000"]`: runs `WRAPPER... PROGRAM ARGS...`. The wrapper
+    /// must exec the program with stdout untouched.
+    pub fn wrapper<I, S>(mut self, wrapper: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.wrapper = wrapper.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// What the first stdout line starts with, before the URI (default
+    /// `hangar listening on `).
+    pub fn listening_prefix(mut self, prefix: &str) -> Self {
+        self.listening_prefix = prefix.to_string();
+        self
+    }
+
+    /// Serves an existing repository folder (one the test owns, to restart a
+    /// server on it or to place it on a special file system) instead of a
+    /// fresh `<tempdir>/repo`.
+    pub fn existing_repo(mut self, repo: impl Into<PathBuf>) -> Self {
+        self.repo = repo.into();
+        self
+    }
+
     /// The repository folder the server will get (already created), so a test
     /// can place files in it before the server starts.
     pub fn repo_path(&self) -> &Path {
@@ -130,7 +172,14 @@ impl TestServerBuilder {
     pub fn start(self) -> TestServer {
         let stderr_path = self.dir.path().join("stderr.log");
         let stderr = File::create(&stderr_path).expect("creating stderr.log");
-        let mut command = Command::new(hangar_bin());
+        let mut command = match self.wrapper.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(wrapper_args).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         if self.default_args {
             command
                 .arg("serve")
@@ -155,7 +204,9 @@ impl TestServerBuilder {
                 None => command.env_remove(key),
             };
         }
-        let mut child = command.spawn().expect("spawning hangar");
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
         if let Some(bytes) = self.stdin {
             let mut stdin = child.stdin.take().expect("piped stdin");
             // A server that never reads stdin must not block the test.
@@ -183,8 +234,9 @@ impl TestServerBuilder {
             }
         });
 
+        let program = command.get_program().to_owned();
         let fail = |child: &mut Child, why: String| -> TestServer {
-            startup_failed(child, &stderr_path, &why)
+            startup_failed(child, &program, &stderr_path, &why)
         };
         let first = match first_rx.recv_timeout(self.startup_timeout) {
             Ok(line) => line,
@@ -196,7 +248,7 @@ impl TestServerBuilder {
                 return fail(&mut child, "stdout closed before the listening line".into());
             }
         };
-        let uri = match first.strip_prefix("hangar listening on ") {
+        let uri = match first.strip_prefix(self.listening_prefix.as_str()) {
             Some(uri) => uri.to_string(),
             None => {
                 return fail(
@@ -205,7 +257,8 @@ impl TestServerBuilder {
                 )
             }
         };
-        let addr: SocketAddr = match uri.strip_prefix("grpc://").map(str::parse) {
+        // grpc://ADDR or grpc+tls://ADDR
+        let addr: SocketAddr = match uri.split_once("://").map(|(_, addr)| addr.parse()) {
             Some(Ok(addr)) => addr,
             _ => return fail(&mut child, format!("cannot parse an address from {uri:?}")),
         };
@@ -225,11 +278,11 @@ impl TestServerBuilder {
 }
 
 /// Kills a server that failed to start and panics with its stderr.
-fn startup_failed(child: &mut Child, stderr_path: &Path, why: &str) -> ! {
+fn startup_failed(child: &mut Child, program: &OsStr, stderr_path: &Path, why: &str) -> ! {
     let _ = child.kill();
     let status = wait_timeout(child, EXIT_TIMEOUT);
     let log = std::fs::read_to_string(stderr_path).unwrap_or_default();
-    panic!("hangar did not start: {why} (exit status {status:?})\n--- stderr ---\n{log}");
+    panic!("{program:?} did not start: {why} (exit status {status:?})\n--- stderr ---\n{log}");
 }
 
 /// A running `hangar serve` child process; killed (and reaped) on drop.
@@ -261,6 +314,9 @@ impl TestServer {
         TestServerBuilder {
             dir,
             repo,
+            program: hangar_bin().into(),
+            wrapper: Vec::new(),
+            listening_prefix: "hangar listening on ".into(),
             args: Vec::new(),
             default_args: true,
             envs: Vec::new(),
@@ -302,20 +358,25 @@ impl TestServer {
         self.child.as_ref().expect("server already reaped").id()
     }
 
+    /// Whether the server process is still running (not exited, not a zombie).
+    pub fn alive(&mut self) -> bool {
+        if self.exit_status.is_some() {
+            return false;
+        }
+        let child = self.child.as_mut().expect("server already reaped");
+        matches!(child.try_wait(), Ok(None))
+    }
+
     /// A tonic channel to the server (connect bounded by a timeout).
     pub async fn channel(&self) -> Channel {
-        let endpoint = Endpoint::from_shared(self.http_uri())
-            .expect("endpoint URI")
-            .connect_timeout(Duration::from_secs(10));
-        tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
+        within(CONNECT_TIMEOUT, "connecting to hangar", connect(self.addr))
             .await
-            .expect("connecting to hangar timed out")
             .expect("connecting to hangar")
     }
 
     /// A plain arrow-flight client with default settings (4 MiB decoding limit).
     pub async fn client(&self) -> FlightClient {
-        FlightClient::new(self.channel().await)
+        client_at(self.addr).await
     }
 
     /// Path of the file collecting the server's stderr.
@@ -341,7 +402,7 @@ impl TestServer {
             if Instant::now() >= deadline {
                 panic!("stderr never showed {what}\n--- stderr ---\n{log}");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -421,10 +482,59 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL_INTERVAL),
             _ => return None,
         }
     }
+}
+
+/// How often [`wait_until`] and the other polls here look again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Bound on opening a connection ([`connect`] gets 10 s, the whole call this).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls `done` every [`POLL_INTERVAL`] until it returns true or `limit`
+/// passes; returns whether it did. The one way tests wait for something to
+/// happen (a file to appear, a log line, a freed slot): never a fixed sleep.
+/// A plain condition is written `async || cond()`.
+pub async fn wait_until(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Runs an async body with a time limit, failing the test with `what` if it overruns.
+pub async fn within<F: std::future::Future>(limit: Duration, what: &str, body: F) -> F::Output {
+    match tokio::time::timeout(limit, body).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no answer within {limit:?}"),
+    }
+}
+
+/// A tonic channel to `addr` (connect bounded by 10 s); the error is the
+/// caller's to judge (a refused connection can be the expected outcome).
+pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint URI")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+}
+
+/// A plain arrow-flight client connected to `addr` (bounded; panics on failure).
+pub async fn client_at(addr: SocketAddr) -> FlightClient {
+    FlightClient::new(
+        within(CONNECT_TIMEOUT, "connecting", connect(addr))
+            .await
+            .expect("connecting to hangar"),
+    )
 }
 
 /// Runs `hangar ARGS` to completion (bounded) and returns its output. For
@@ -443,27 +553,51 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out_dir = tempfile::tempdir().expect("temporary folder");
-    let out_path = out_dir.path().join("stdout");
-    let err_path = out_dir.path().join("stderr");
     let mut command = Command::new(hangar_bin());
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap());
-    command.current_dir(cwd.unwrap_or(out_dir.path()));
+    command.args(args);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     for (k, v) in envs {
         command.env(k, v);
     }
-    let mut child = command.spawn().expect("spawning hangar");
-    let status = match wait_timeout(&mut child, EXIT_TIMEOUT) {
+    run_to_end(command, None, EXIT_TIMEOUT)
+}
+
+/// Runs a command that exits on its own to completion, with `stdin` (or
+/// `/dev/null`) as its input, and returns its output; panics (after killing
+/// it) if it runs longer than `limit`. Without a working directory of its own
+/// it runs in a temporary folder, so relative paths never touch the source tree.
+pub fn run_to_end(mut command: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let out_dir = tempfile::tempdir().expect("temporary folder");
+    let out_path = out_dir.path().join("stdout");
+    let err_path = out_dir.path().join("stderr");
+    if command.get_current_dir().is_none() {
+        command.current_dir(out_dir.path());
+    }
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        // A command that fails early closes stdin; that is its answer.
+        let _ = pipe.write_all(bytes);
+    }
+    let status = match wait_timeout(&mut child, limit) {
         Some(status) => status,
         None => {
             let _ = child.kill();
             let _ = wait_timeout(&mut child, EXIT_TIMEOUT);
             panic!(
-                "hangar did not exit within {EXIT_TIMEOUT:?}; stderr: {}",
+                "{command:?} did not exit within {limit:?}; stderr: {}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
@@ -473,6 +607,22 @@ where
         stdout: std::fs::read(&out_path).unwrap(),
         stderr: std::fs::read(&err_path).unwrap(),
     }
+}
+
+/// A command that runs `test` of this test binary as a helper process (a
+/// `#[ignore]`d test that fails when run without `env`), with `env` set.
+pub fn helper_process(test: &str, env: (&str, &str)) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            test,
+            "--ignored",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env.0, env.1);
+    command
 }
 
 pub fn temp_files(dir: &Path) -> Vec<String> {
@@ -490,6 +640,24 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The seed of a test's random choices, from the environment variable `var`:
+/// unset (as in CI), the fixed `default`, so a failure in CI replays with the
+/// same command; `N` replays seed N; `random` picks one from the clock. The
+/// caller prints the seed it got.
+pub fn seed_from_env(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) if v.is_empty() => default,
+        Ok(v) if v == "random" => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?}: expected a number or `random`")),
+    }
 }
 
 /// Runs a test body with an overall time limit, so a stuck call fails the test.
