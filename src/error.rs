@@ -20,6 +20,9 @@ pub enum Error {
     ContainedPanic(String),
     /// The named dataset does not exist.
     NotFound(String),
+    /// The request no longer fits the state it was made for (a ticket for a
+    /// dataset version that has since been replaced).
+    FailedPrecondition(String),
     /// The target already exists and the operation will not replace it.
     AlreadyExists(String),
     /// A configured limit or the disk ran out.
@@ -65,6 +68,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) | Error::ContainedPanic(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
@@ -83,6 +87,7 @@ impl Error {
             Error::InvalidArgument(m)
             | Error::ContainedPanic(m)
             | Error::NotFound(m)
+            | Error::FailedPrecondition(m)
             | Error::AlreadyExists(m)
             | Error::ResourceExhausted(m)
             | Error::Unauthenticated(m)

@@ -13,6 +13,9 @@
 //!   the CLI alike.
 //! - [`ipc`] turns Arrow record batches into Flight messages and back (schema,
 //!   dictionaries, bodies).
+//! - [`query`] is the query command (CMD descriptors, JSON tickets): columns,
+//!   filters, partitions; it types and evaluates filters and prunes row groups
+//!   from statistics the store hands it.
 //! - [`store`] owns the repository folder: dataset names, atomic Parquet writes,
 //!   listing with a footer cache, reads as plain batch iterators, drops.
 //! - [`auth`] owns users, roles, Basic/Bearer headers, tokens and throttling
@@ -35,6 +38,7 @@ pub mod ipc;
 pub mod json;
 pub mod log;
 pub mod proto;
+pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;

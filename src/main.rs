@@ -59,6 +59,8 @@ OPTIONS:
                                [default: ./datasets]
     --compression CODEC        Parquet compression for uploads: snappy, zstd or
                                none [default: snappy]
+    --ipc-compression CODEC    Arrow IPC body compression of downloads: none, lz4
+                               or zstd [default: none]; a query may ask for its own
     --max-message-size BYTES   Largest gRPC message accepted or sent
                                [default: 67108864 (64 MiB)]
     --log-format FORMAT        text or json [default: text]
@@ -195,6 +197,9 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Short('h') | Long("help") => return Ok(Command::Help(SERVE_HELP)),
             Long("listen") => config.listen = parse_value(&mut parser, "--listen")?,
             Long("repo") => config.repo = parser.value()?.into(),
+            Long("ipc-compression") => {
+                config.limits.ipc_compression = parse_value(&mut parser, "--ipc-compression")?
+            }
             Long("compression") => {
                 config.codec = parse_value::<Codec>(&mut parser, "--compression")?
             }

@@ -14,14 +14,65 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arrow_array::RecordBatch;
+use arrow_array::UInt64Array;
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowFilter,
+};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
+use crate::query::{self, GroupStats, Query, Scan};
+
+/// What a query reads, planned from the footer.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The answer's schema: the projection, in the order asked.
+    pub schema: SchemaRef,
+    /// Rows in the answer, when statistics make it exact.
+    pub rows: Option<u64>,
+    /// Estimated bytes read: the needed column chunks of the kept row groups.
+    pub bytes: u64,
+    /// Row groups in the file, and those the filter may match.
+    pub row_groups: usize,
+    pub kept: usize,
+    /// One per endpoint.
+    pub scans: Vec<Scan>,
+}
+
+/// Verdicts for a column without statistics: keep everything, prove nothing.
+fn continue_unknown(groups: usize) -> (arrow_array::BooleanArray, arrow_array::BooleanArray) {
+    (
+        arrow_array::BooleanArray::from(vec![true; groups]),
+        arrow_array::BooleanArray::from(vec![false; groups]),
+    )
+}
+
+/// Top-level columns (by index) a query reads: its projection and its filter.
+fn needed_roots(schema: &arrow_schema::Schema, query: &Query) -> Vec<usize> {
+    let mut roots: Vec<usize> = match &query.columns {
+        None => (0..schema.fields().len()).collect(),
+        Some(columns) => columns
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect(),
+    };
+    roots.extend(
+        query
+            .filter
+            .iter()
+            .filter_map(|c| schema.index_of(&c.column).ok()),
+    );
+    roots.sort_unstable();
+    roots.dedup();
+    roots
+}
 
 /// The record batches of one dataset version, read row group by row group.
 /// Parquet stays behind this type: callers see batches and crate errors.
@@ -43,7 +94,37 @@ impl Iterator for Batches {
 
     fn next(&mut self) -> Option<Result<RecordBatch>> {
         let next = self.reader.next()?;
-        Some(next.map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name))))
+        Some(
+            next.map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name)))
+                .and_then(|batch| self.in_schema_order(batch)),
+        )
+    }
+}
+
+impl Batches {
+    /// The reader yields a projection's columns in file order; a query may
+    /// ask for another order.
+    fn in_schema_order(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let same_order = batch.num_columns() == self.schema.fields().len()
+            && batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(self.schema.fields())
+                .all(|(a, b)| a.name() == b.name());
+        if same_order {
+            return Ok(batch);
+        }
+        let indices = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| batch.schema().index_of(f.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name)))?;
+        batch
+            .project(&indices)
+            .map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name)))
     }
 }
 
@@ -104,6 +185,14 @@ pub struct DatasetInfo {
     pub bytes: u64,
 }
 
+/// One dataset version's footer, parsed once.
+#[derive(Debug, Clone)]
+struct Footer {
+    stamp: Stamp,
+    info: DatasetInfo,
+    arrow: ArrowReaderMetadata,
+}
+
 /// Identity of a file version: a cached footer is valid while this is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -113,6 +202,15 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// The version string a query ticket carries.
+    fn version(&self) -> String {
+        let modified = self
+            .modified
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{}-{}", self.len, modified, self.inode)
+    }
+
     fn of(meta: &fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         Stamp {
@@ -128,7 +226,7 @@ impl Stamp {
 pub struct Store {
     root: PathBuf,
     codec: Codec,
-    footers: Mutex<HashMap<String, (Stamp, DatasetInfo)>>,
+    footers: Mutex<HashMap<String, Footer>>,
     uploads: AtomicU64,
     /// Largest file an upload may produce (`--max-dataset-bytes`).
     max_dataset_bytes: Option<u64>,
@@ -221,32 +319,225 @@ impl Store {
     /// the file changes).
     pub fn info(&self, name: &str) -> Result<DatasetInfo> {
         let meta = self.regular_file_meta(name)?;
-        let stamp = Stamp::of(&meta);
-        if let Some((cached, info)) = self
+        Ok(self.footer(name, &meta, None)?.info)
+    }
+
+    /// The footer of the version `meta` describes, from the cache or read
+    /// from `file` (opened here if not given).
+    fn footer(&self, name: &str, meta: &fs::Metadata, file: Option<&File>) -> Result<Footer> {
+        let stamp = Stamp::of(meta);
+        if let Some(cached) = self
             .footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
         {
-            if *cached == stamp {
-                return Ok(info.clone());
+            if cached.stamp == stamp {
+                return Ok(cached.clone());
             }
         }
-        let file = self.open_file(name)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        let opened;
+        let file = match file {
+            Some(file) => file,
+            None => {
+                opened = self.open_file(name)?;
+                &opened
+            }
+        };
+        let arrow = ArrowReaderMetadata::load(file, ArrowReaderOptions::new()).map_err(|e| {
             Error::Internal(format!("dataset '{name}' is not readable Parquet: {e}"))
         })?;
-        let info = DatasetInfo {
-            name: name.to_string(),
-            schema: builder.schema().clone(),
-            rows: builder.metadata().file_metadata().num_rows(),
-            bytes: meta.len(),
+        let footer = Footer {
+            stamp,
+            info: DatasetInfo {
+                name: name.to_string(),
+                schema: arrow.schema().clone(),
+                rows: arrow.metadata().file_metadata().num_rows(),
+                bytes: meta.len(),
+            },
+            arrow,
         };
         self.footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (stamp, info.clone()));
-        Ok(info)
+            .insert(name.to_string(), footer.clone());
+        Ok(footer)
+    }
+
+    /// Plans a query from the dataset's footer: which row groups can hold
+    /// matching rows (statistics prune the others), how many rows the answer
+    /// has when that is known, how many bytes reading it takes, and the scans
+    /// (tickets) that fetch it, contiguous runs of row groups balanced by bytes.
+    pub fn plan(&self, query: &Query) -> Result<Plan> {
+        let name = &query.dataset;
+        let meta = self.regular_file_meta(name)?;
+        let footer = self.footer(name, &meta, None)?;
+        let arrow = &footer.arrow;
+        let (schema, predicates) = query.bind(arrow.schema())?;
+        let groups = arrow.metadata().row_groups();
+        let mut keep = vec![true; groups.len()];
+        let mut all = vec![true; groups.len()];
+        for predicate in &predicates {
+            let converter = StatisticsConverter::try_new(
+                &predicate.column,
+                arrow.schema(),
+                arrow.parquet_schema(),
+            );
+            let stats = converter.and_then(|c| {
+                Ok(GroupStats {
+                    min: c.row_group_mins(groups)?,
+                    max: c.row_group_maxes(groups)?,
+                    nulls: c.row_group_null_counts(groups)?,
+                    rows: UInt64Array::from_iter_values(groups.iter().map(|g| g.num_rows() as u64)),
+                })
+            });
+            let (k, a) = match stats {
+                Ok(stats) => predicate.prune(&stats)?,
+                // No usable statistics: nothing can be pruned or proven.
+                Err(_) => continue_unknown(groups.len()),
+            };
+            for g in 0..groups.len() {
+                keep[g] &= k.value(g);
+                all[g] &= a.value(g);
+            }
+        }
+        let needed = needed_roots(arrow.schema(), query);
+        let parquet_schema = arrow.parquet_schema();
+        let group_bytes = |g: usize| -> u64 {
+            groups[g]
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(leaf, _)| needed.contains(&parquet_schema.get_column_root_idx(*leaf)))
+                .map(|(_, c)| u64::try_from(c.compressed_size()).unwrap_or(0))
+                .sum()
+        };
+        let mut kept: Vec<(usize, u64)> = (0..groups.len())
+            .filter(|&g| keep[g])
+            .map(|g| (g, group_bytes(g)))
+            .collect();
+        let row_groups = groups.len();
+        let kept_count = kept.len();
+        let group_rows = |g: usize| u64::try_from(groups[g].num_rows()).unwrap_or(0);
+        let exact = kept.iter().all(|(g, _)| all[*g]);
+        let mut rows = exact.then(|| kept.iter().map(|(g, _)| group_rows(*g)).sum::<u64>());
+        let version = footer.stamp.version();
+        let mut partitions = query.partitions;
+        let mut limits: Option<Vec<u64>> = None;
+        if let Some(limit) = query.limit {
+            rows = rows.map(|r| r.min(limit));
+            if query.filter.is_empty() {
+                // Only the first groups are needed, and each endpoint knows
+                // how many of the limit's rows are its own.
+                let mut left = limit;
+                kept.retain(|(g, _)| {
+                    let take = left > 0;
+                    left = left.saturating_sub(group_rows(*g));
+                    take
+                });
+            } else {
+                // Which rows match is unknown until read: one endpoint.
+                partitions = 1;
+            }
+            let runs = query::balance(&kept, partitions);
+            let mut left = limit;
+            limits = Some(
+                runs.iter()
+                    .map(|run| {
+                        let in_run: u64 = run.iter().map(|g| group_rows(*g)).sum();
+                        let take = if query.filter.is_empty() {
+                            left.min(in_run)
+                        } else {
+                            left
+                        };
+                        left -= take.min(left);
+                        take
+                    })
+                    .collect(),
+            );
+        }
+        let bytes = kept.iter().map(|(_, b)| *b).sum();
+        let scans = query::balance(&kept, partitions)
+            .into_iter()
+            .enumerate()
+            .map(|(i, run)| {
+                let limit = limits.as_ref().map(|l| l[i]);
+                Scan::of(query, run, limit, &version)
+            })
+            .collect();
+        Ok(Plan {
+            schema,
+            rows,
+            bytes,
+            row_groups,
+            kept: kept_count,
+            scans,
+        })
+    }
+
+    /// Opens one scan of a query for streaming. Fails with FAILED_PRECONDITION
+    /// if the dataset is no longer the version the ticket was planned on, so a
+    /// replaced dataset never answers with another version's rows.
+    pub fn scan(&self, scan: &Scan, batch_rows: usize) -> Result<Batches> {
+        let name = &scan.dataset;
+        self.regular_file_meta(name)?;
+        let file = self.open_file(name)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading dataset '{name}'"), e))?;
+        if Stamp::of(&meta).version() != scan.version {
+            return Err(Error::FailedPrecondition(format!(
+                "dataset '{name}' changed since this ticket was issued: call GetFlightInfo \
+                 again for fresh tickets"
+            )));
+        }
+        let footer = self.footer(name, &meta, Some(&file))?;
+        let arrow = footer.arrow;
+        let schema = arrow.schema().clone();
+        let projected = query::project(&schema, scan.columns.as_deref())?;
+        let predicates = scan
+            .filter
+            .iter()
+            .map(|c| c.bind(&schema))
+            .collect::<Result<Vec<_>>>()?;
+        let groups = arrow.metadata().num_row_groups();
+        if let Some(bad) = scan.row_groups.iter().find(|&&g| g >= groups) {
+            return Err(Error::InvalidArgument(format!(
+                "the ticket names row group {bad}, but dataset '{name}' has {groups}"
+            )));
+        }
+        let roots = |names: &mut dyn Iterator<Item = &str>| -> Vec<usize> {
+            let mut roots: Vec<usize> = names.filter_map(|n| schema.index_of(n).ok()).collect();
+            roots.sort_unstable();
+            roots.dedup();
+            roots
+        };
+        let parquet_schema = arrow.parquet_schema().clone();
+        let output = roots(&mut projected.fields().iter().map(|f| f.name().as_str()));
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, arrow)
+            .with_batch_size(batch_rows)
+            .with_row_groups(scan.row_groups.clone())
+            .with_projection(ProjectionMask::roots(&parquet_schema, output));
+        if !predicates.is_empty() {
+            let filter_roots = roots(&mut predicates.iter().map(|p| p.column.as_str()));
+            let mask = ProjectionMask::roots(&parquet_schema, filter_roots);
+            let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+                query::evaluate_all(&predicates, &batch)
+                    .map_err(|e| arrow_schema::ArrowError::ComputeError(e.to_string()))
+            });
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+        if let Some(limit) = scan.limit {
+            builder = builder.with_limit(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
+        let reader = builder
+            .build()
+            .map_err(|e| Error::Internal(format!("reading dataset '{name}': {e}")))?;
+        Ok(Batches {
+            name: name.to_string(),
+            schema: projected,
+            reader,
+        })
     }
 
     /// Every readable dataset whose name starts with `prefix`, sorted by name.

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use arrow_ipc::writer::IpcWriteOptions;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ipc::Encoder;
 use crate::log::Call;
 use crate::proto::{FlightData, Ticket};
+use crate::query::Scan;
 use crate::store::Batches;
 use crate::stream::{self, Next, SendError};
 
@@ -25,14 +25,26 @@ pub(super) async fn do_get(
     let mut call = service.call("DoGet", &request);
     let (_, permit) = service.enter(&mut call, &request, Operation::DoGet).await?;
     let opened = async {
-        let name = name_from_bytes(&request.get_ref().ticket, "ticket")?;
-        call.dataset(&name);
+        let ticket = &request.get_ref().ticket;
         let store = service.store.clone();
         let rows = service.limits.batch_rows;
-        blocking(move || store.reader(&name, rows)).await
+        // A JSON ticket is a query's scan; anything else names a dataset.
+        match Scan::from_ticket(ticket)? {
+            Some(scan) => {
+                call.dataset(&scan.dataset);
+                let compression = scan.compression;
+                let batches = blocking(move || store.scan(&scan, rows)).await?;
+                Ok((batches, compression))
+            }
+            None => {
+                let name = name_from_bytes(ticket, "ticket")?;
+                call.dataset(&name);
+                Ok((blocking(move || store.reader(&name, rows)).await?, None))
+            }
+        }
     }
     .await;
-    let batches = match opened {
+    let (batches, compression) = match opened {
         Ok(batches) => batches,
         Err(err) => return Err(call.fail(err)),
     };
@@ -40,7 +52,9 @@ pub(super) async fn do_get(
     let (tx, rx) = stream::channel(limits.channel_depth);
     let worker = Worker {
         encoder: Encoder::new(
-            IpcWriteOptions::default(),
+            compression
+                .unwrap_or(limits.ipc_compression)
+                .write_options(),
             limits.target_message_bytes,
             limits.max_message_bytes,
         ),

@@ -9,11 +9,14 @@ use super::{blocking, descriptor_name, finish, path_descriptor, BoxStream, Hanga
 use crate::auth::Operation;
 use crate::error::{Error, Result};
 use crate::ipc;
+use crate::json::Value;
 use crate::log::Call;
+use crate::proto::flight_descriptor::DescriptorType;
 use crate::proto::{
     Criteria, FlightDescriptor, FlightEndpoint, FlightInfo, PollInfo, SchemaResult, Ticket,
 };
-use crate::store::DatasetInfo;
+use crate::query::Query;
+use crate::store::{DatasetInfo, Plan};
 
 pub(super) async fn list_flights(
     service: &Hangar,
@@ -60,11 +63,7 @@ pub(super) async fn get_flight_info(
     let (_, _permit) = service
         .enter(&mut call, &request, Operation::GetFlightInfo)
         .await?;
-    let result = async {
-        let info = describe(service, &mut call, request.get_ref()).await?;
-        flight_info(&info)
-    }
-    .await;
+    let result = async { describe(service, &mut call, request.get_ref()).await }.await;
     finish(call, result).map(Response::new)
 }
 
@@ -80,7 +79,7 @@ pub(super) async fn poll_flight_info(
         let info = describe(service, &mut call, request.get_ref()).await?;
         // Datasets are complete when they exist: no retry descriptor, done.
         Ok(PollInfo {
-            info: Some(flight_info(&info)?),
+            info: Some(info),
             flight_descriptor: None,
             progress: Some(1.0),
             expiration_time: None,
@@ -99,9 +98,10 @@ pub(super) async fn get_schema(
         .enter(&mut call, &request, Operation::GetSchema)
         .await?;
     let result = async {
+        // The answer's schema: the dataset's, or a query's projection.
         let info = describe(service, &mut call, request.get_ref()).await?;
         Ok(SchemaResult {
-            schema: ipc::schema_to_ipc(&info.schema)?,
+            schema: info.schema,
         })
     }
     .await;
@@ -129,17 +129,59 @@ fn flight_info(info: &DatasetInfo) -> Result<FlightInfo> {
     })
 }
 
-/// Looks up one dataset by descriptor, on a worker thread.
+/// Describes what a descriptor names, on a worker thread: a dataset (PATH,
+/// the cookbook's one endpoint) or a query (CMD, see [`crate::query`]).
 async fn describe(
     service: &Hangar,
     call: &mut Call,
     descriptor: &FlightDescriptor,
-) -> Result<DatasetInfo> {
+) -> Result<FlightInfo> {
+    let store = service.store.clone();
+    if descriptor.r#type == DescriptorType::Cmd as i32 {
+        let query = Query::from_command(&descriptor.cmd)?;
+        call.dataset(&query.dataset);
+        let plan = blocking(move || store.plan(&query)).await?;
+        call.rows = plan.rows.unwrap_or(0);
+        call.bytes = plan.bytes;
+        return query_info(descriptor, &plan);
+    }
     let name = descriptor_name(descriptor)?;
     call.dataset(&name);
-    let store = service.store.clone();
     let info = blocking(move || store.info(&name)).await?;
     call.rows = u64::try_from(info.rows).unwrap_or(0);
     call.bytes = info.bytes;
-    Ok(info)
+    flight_info(&info)
+}
+
+/// A query's FlightInfo: the projected schema, one endpoint per scan (its
+/// ticket readable JSON), rows when exact (else -1, as Flight allows), the
+/// estimated bytes read, and in `app_metadata` how many row groups the
+/// statistics pruned.
+fn query_info(descriptor: &FlightDescriptor, plan: &Plan) -> Result<FlightInfo> {
+    let endpoint = plan
+        .scans
+        .iter()
+        .map(|scan| FlightEndpoint {
+            ticket: Some(Ticket {
+                ticket: Bytes::from(scan.to_ticket()),
+            }),
+            location: vec![],
+            expiration_time: None,
+            app_metadata: Bytes::new(),
+        })
+        .collect();
+    let metadata = Value::object([
+        ("row_groups", Value::from(plan.row_groups)),
+        ("row_groups_kept", Value::from(plan.kept)),
+        ("estimated_bytes", Value::from(plan.bytes)),
+    ]);
+    Ok(FlightInfo {
+        schema: ipc::schema_to_ipc(&plan.schema)?,
+        flight_descriptor: Some(descriptor.clone()),
+        endpoint,
+        total_records: plan.rows.and_then(|r| i64::try_from(r).ok()).unwrap_or(-1),
+        total_bytes: i64::try_from(plan.bytes).unwrap_or(i64::MAX),
+        ordered: true,
+        app_metadata: Bytes::from(metadata.to_string()),
+    })
 }

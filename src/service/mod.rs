@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::log::{Call, Logger};
 use crate::proto::flight_descriptor::DescriptorType;
 use crate::proto::*;
+use crate::query::IpcCompression;
 use crate::store::{self, Store};
 use crate::transport::TrackEndOfStream;
 
@@ -51,6 +52,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Calls served at once (`--max-concurrent-calls`); beyond, ResourceExhausted.
     pub max_concurrent_calls: usize,
+    /// IPC body compression of DoGet unless a query ticket says otherwise
+    /// (`--ipc-compression`).
+    pub ipc_compression: IpcCompression,
 }
 
 impl Default for Limits {
@@ -62,6 +66,7 @@ impl Default for Limits {
             channel_depth: 4,
             idle_timeout: Duration::from_secs(60),
             max_concurrent_calls: 256,
+            ipc_compression: IpcCompression::None,
         }
     }
 }
@@ -328,8 +333,8 @@ pub fn descriptor_name(descriptor: &FlightDescriptor) -> Result<String> {
         Ok(DescriptorType::Path) => {}
         Ok(DescriptorType::Cmd) => {
             return Err(Error::InvalidArgument(
-                "CMD descriptors are not supported: use a PATH descriptor whose one \
-                 element is the dataset name"
+                "a CMD descriptor (a query) cannot name an upload: use a PATH descriptor \
+                 whose one element is the dataset name"
                     .into(),
             ))
         }
