@@ -1121,7 +1121,10 @@ fn run_child(what: &str) -> u64 {
             None => format!("failed ({status})"),
         };
         panic!(
-            "{what}: the decoder child {how}\n--- stderr (tail) ---\n{}\n--- stdout (tail) ---\n{}",
+            "{what}: the decoder child {how} (HANGAR_FUZZ_SEED={} HANGAR_FUZZ_CASES={})\n\
+             --- stderr (tail) ---\n{}\n--- stdout (tail) ---\n{}",
+            fuzz_seed(),
+            total_cases(),
             tail(&err),
             tail(&out)
         );
@@ -1139,7 +1142,10 @@ fn run_child(what: &str) -> u64 {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    eprintln!("fuzz: {what}: {cases} cases in a child process");
+    eprintln!(
+        "fuzz: {what}: {cases} cases in a child process (HANGAR_FUZZ_SEED={})",
+        fuzz_seed()
+    );
     cases
 }
 
