@@ -15,7 +15,7 @@ use arrow_ipc::writer::{
     DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
 };
 use arrow_ipc::MessageHeader;
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use prost::bytes::Bytes;
 
 use crate::error::{Error, Result};
@@ -218,6 +218,21 @@ impl Decoder {
                     .data()
                     .ok_or_else(|| invalid("dictionary batch without data"))?;
                 check_buffers(&records, &data.data_body)?;
+                // The batch holds the dictionary's values: one column of the
+                // value type of the fields that use this id.
+                #[allow(deprecated)] // how arrow-ipc itself finds the field
+                let values = schema
+                    .fields_with_dict_id(batch.id())
+                    .first()
+                    .and_then(|f| match f.data_type() {
+                        DataType::Dictionary(_, value) => {
+                            Some(Field::new("values", value.as_ref().clone(), true))
+                        }
+                        _ => None,
+                    });
+                if let Some(values) = values {
+                    check_widths(&[Arc::new(values)], &records, &data.data_body)?;
+                }
                 let body = arrow_buffer(&data.data_body);
                 arrow_ipc::reader::read_dictionary(
                     &body,
@@ -238,6 +253,7 @@ impl Decoder {
                     .header_as_record_batch()
                     .ok_or_else(|| invalid("malformed record batch header"))?;
                 check_buffers(&batch, &data.data_body)?;
+                check_widths(schema.fields(), &batch, &data.data_body)?;
                 let body = arrow_buffer(&data.data_body);
                 let batch = arrow_ipc::reader::read_record_batch(
                     &body,
@@ -324,6 +340,99 @@ fn check_buffers(batch: &arrow_ipc::RecordBatch, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that every buffer Arrow reads as a slice of integers (offsets,
+/// dictionary keys, views, list-view sizes) is a whole number of them. Arrow's
+/// validation of such a buffer (`Buffer::typed_data`) asserts, so a client's
+/// 33-byte offsets buffer would panic the reader instead of being refused.
+/// Walks the fields in the order the IPC reader takes buffers; a layout it
+/// does not model (unions) ends the walk, leaving the rest to the reader.
+/// Expects [`check_buffers`] to have passed.
+fn check_widths(
+    fields: &[arrow_schema::FieldRef],
+    batch: &arrow_ipc::RecordBatch,
+    body: &[u8],
+) -> Result<()> {
+    let Some(buffers) = batch.buffers() else {
+        return Ok(());
+    };
+    let compressed = batch.compression().is_some();
+    let mut variadic = batch.variadicBufferCounts().into_iter().flatten();
+    let mut next = 0usize;
+    // The length Arrow will see: a compressed buffer starts with its
+    // uncompressed length (-1: stored as is).
+    let data_len = |i: usize| -> Option<u64> {
+        let b = buffers.get(i);
+        let (start, len) = (b.offset() as usize, b.length() as usize);
+        if !compressed || len == 0 {
+            return Some(len as u64);
+        }
+        if len < 8 {
+            return None; // no room for the prefix: the reader refuses it
+        }
+        let prefix = i64::from_le_bytes(body.get(start..start + 8)?.try_into().ok()?);
+        match prefix {
+            -1 => Some(len as u64 - 8),
+            n => u64::try_from(n).ok(),
+        }
+    };
+    // Stack of fields still to walk, children after their parent, in order.
+    let mut todo: Vec<&arrow_schema::Field> = fields.iter().rev().map(|f| f.as_ref()).collect();
+    while let Some(field) = todo.pop() {
+        use DataType::*;
+        // (buffers this field takes, which of them hold integers of what width)
+        let (count, typed): (usize, &[(usize, u64)]) = match field.data_type() {
+            Null | RunEndEncoded(_, _) => (0, &[]),
+            Utf8 | Binary => (3, &[(1, 4)]),
+            LargeUtf8 | LargeBinary => (3, &[(1, 8)]),
+            Utf8View | BinaryView => match variadic.next() {
+                Some(n) if n >= 0 => (2 + n as usize, &[(1, 16)]),
+                _ => return Ok(()),
+            },
+            List(_) | Map(_, _) => (2, &[(1, 4)]),
+            LargeList(_) => (2, &[(1, 8)]),
+            ListView(_) => (3, &[(1, 4), (2, 4)]),
+            LargeListView(_) => (3, &[(1, 8), (2, 8)]),
+            FixedSizeList(_, _) | Struct(_) => (1, &[]),
+            Dictionary(key, _) => match key.primitive_width() {
+                Some(1) => (2, &[(1, 1)]),
+                Some(2) => (2, &[(1, 2)]),
+                Some(4) => (2, &[(1, 4)]),
+                Some(8) => (2, &[(1, 8)]),
+                _ => return Ok(()),
+            },
+            Union(_, _) => return Ok(()),
+            _ => (2, &[]),
+        };
+        if next + count > buffers.len() {
+            return Ok(()); // too few buffers: the reader says so
+        }
+        for &(k, width) in typed {
+            let i = next + k;
+            let Some(len) = data_len(i) else { continue };
+            if len % width != 0 {
+                return Err(invalid(format!(
+                    "buffer {i} of column {:?} is {len} bytes, not a whole number of \
+                     {width}-byte values",
+                    field.name()
+                )));
+            }
+        }
+        next += count;
+        match field.data_type() {
+            List(child)
+            | LargeList(child)
+            | ListView(child)
+            | LargeListView(child)
+            | FixedSizeList(child, _)
+            | Map(child, _) => todo.push(child),
+            Struct(children) => todo.extend(children.iter().rev().map(|f| f.as_ref())),
+            RunEndEncoded(ends, values) => todo.extend([values.as_ref(), ends.as_ref()]),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Wraps the body without copying when it is suitably aligned; otherwise the IPC
 /// reader copies only the buffers that need it.
 fn arrow_buffer(body: &Bytes) -> arrow_buffer::Buffer {
@@ -371,7 +480,6 @@ mod tests {
     use super::*;
     use arrow_array::types::Int32Type;
     use arrow_array::{DictionaryArray, Int64Array, StringArray};
-    use arrow_schema::{DataType, Field};
 
     fn roundtrip(batches: &[RecordBatch], target: usize) -> (Vec<FlightData>, Vec<RecordBatch>) {
         let schema = batches[0].schema();
@@ -388,6 +496,70 @@ mod tests {
             }
         }
         (messages, out)
+    }
+
+    /// `message` with the declared length of its buffer `k` grown by one byte.
+    fn buffer_one_byte_longer(message: &FlightData, k: usize) -> FlightData {
+        let header = &message.data_header;
+        let msg = arrow_ipc::root_as_message(header).unwrap();
+        let buffers = match msg.header_type() {
+            MessageHeader::RecordBatch => msg.header_as_record_batch().unwrap().buffers(),
+            _ => msg
+                .header_as_dictionary_batch()
+                .unwrap()
+                .data()
+                .unwrap()
+                .buffers(),
+        };
+        let buffers = buffers.unwrap();
+        // A vector of 16-byte structs (offset, length) inside the header bytes.
+        let start = buffers.bytes().as_ptr() as usize - header.as_ptr() as usize;
+        let at = start + 16 * k + 8;
+        let mut bytes = header.to_vec();
+        let len = i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        bytes[at..at + 8].copy_from_slice(&(len + 1).to_le_bytes());
+        FlightData {
+            data_header: Bytes::from(bytes),
+            ..message.clone()
+        }
+    }
+
+    /// Arrow's reader panics (contained, but still a panic) on an offsets or
+    /// keys buffer that is not a whole number of values; hangar refuses it first.
+    #[test]
+    fn integer_buffers_of_a_partial_value_are_invalid_argument() {
+        let strings = StringArray::from(vec!["a", "bb", "ccc", "dddd", "e", "f", "g"]);
+        let dict: DictionaryArray<Int32Type> = vec!["a", "b", "a"].into_iter().collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, false),
+            Field::new(
+                "d",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                false,
+            ),
+        ]));
+        let dict = Arc::new(dict.slice(0, 3));
+        let strings = Arc::new(strings.slice(0, 3));
+        let batch = RecordBatch::try_new(schema, vec![strings, dict]).unwrap();
+        let (messages, _) = roundtrip(&[batch], usize::MAX);
+        // schema, dictionary batch, record batch
+        let (dictionary, record) = (1, messages.len() - 1);
+        // Record batch: buffer 1 is the strings' offsets, 4 the dictionary keys.
+        // Dictionary batch: buffer 1 is the values' offsets.
+        for (m, k) in [(record, 1), (record, 4), (dictionary, 1)] {
+            let mut stream = messages.clone();
+            stream[m] = buffer_one_byte_longer(&messages[m], k);
+            let mut decoder = Decoder::new();
+            let err = stream
+                .iter()
+                .map(|message| decoder.decode(message))
+                .find_map(Result::err)
+                .unwrap_or_else(|| panic!("message {m} buffer {k} one byte longer was accepted"));
+            assert!(
+                matches!(&err, Error::InvalidArgument(m) if m.contains("whole number")),
+                "message {m} buffer {k}: {err:?}"
+            );
+        }
     }
 
     #[test]
