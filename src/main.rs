@@ -172,7 +172,7 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
         Some(Value(cmd)) if hangar::cli::is_command(&cmd) => {
             match hangar::cli::parse(&cmd.to_string_lossy(), parser).map_err(Usage)? {
                 hangar::cli::Parsed::Help(text) => Ok(Command::Help(text)),
-                hangar::cli::Parsed::Run(invocation) => Ok(Command::Client(invocation)),
+                hangar::cli::Parsed::Run(invocation) => Ok(Command::Client(*invocation)),
             }
         }
         Some(Value(cmd)) => Err(Usage(format!(

@@ -453,6 +453,11 @@ fn literal(column: &str, value: &Value, target: &DataType) -> Result<ArrayRef> {
     };
     let suits = match (value, target) {
         (Value::String(_), _) => true,
+        // `zip = 0150` on the command line: a number compared with text.
+        (
+            Value::Int(_) | Value::Float(_),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+        ) => true,
         (Value::Bool(_), DataType::Boolean) => true,
         (Value::Int(_), t) => t.is_numeric(),
         (Value::Float(_), t) => {
@@ -792,6 +797,185 @@ impl Scan {
     }
 }
 
+impl Query {
+    /// The command's JSON bytes, for a CMD descriptor.
+    pub fn to_command(&self) -> Vec<u8> {
+        let mut fields = vec![("dataset", Value::from(self.dataset.as_str()))];
+        if let Some(columns) = &self.columns {
+            let names = columns.iter().map(|c| Value::from(c.as_str())).collect();
+            fields.push(("columns", Value::Array(names)));
+        }
+        if !self.filter.is_empty() {
+            let conditions = self.filter.iter().map(Condition::to_json).collect();
+            fields.push(("filter", Value::Array(conditions)));
+        }
+        if self.partitions != 1 {
+            fields.push(("partitions", Value::from(self.partitions)));
+        }
+        if let Some(limit) = self.limit {
+            fields.push(("limit", Value::from(limit)));
+        }
+        if let Some(compression) = self.compression {
+            fields.push(("compression", Value::from(compression.as_str())));
+        }
+        Value::object(fields).to_string().into_bytes()
+    }
+}
+
+/// Parses the CLI's `--where` text into filter conditions, one to one with
+/// the JSON grammar: conditions joined by `and`, each `COLUMN OP VALUE`
+/// (OP: = != < <= > >=), `COLUMN in (V, ...)`, `COLUMN is null` or
+/// `COLUMN is not null`. A value is a 'quoted' or "quoted" string, `true` /
+/// `false`, a number, or a bare word taken as text (`2024-06-01`, `Oslo`).
+pub fn parse_where(text: &str) -> std::result::Result<Vec<Condition>, String> {
+    let tokens = where_tokens(text)?;
+    let mut conditions = Vec::new();
+    let mut at = 0;
+    let word = |at: usize| match tokens.get(at) {
+        Some(Token::Word(w)) => Some(w.to_ascii_lowercase()),
+        _ => None,
+    };
+    loop {
+        let column = match tokens.get(at) {
+            Some(Token::Word(w) | Token::Quoted(w)) => w.clone(),
+            _ => return Err(format!("expected a column name in --where \"{text}\"")),
+        };
+        at += 1;
+        let (op, values) = match (tokens.get(at), word(at).as_deref()) {
+            (Some(Token::Op(op)), _) => {
+                let op = Op::parse(op).ok_or_else(|| format!("unknown operator '{op}'"))?;
+                at += 1;
+                let value = tokens
+                    .get(at)
+                    .and_then(where_value)
+                    .ok_or_else(|| format!("expected a value after '{column} {}'", op.as_str()))?;
+                at += 1;
+                (op, vec![value])
+            }
+            (_, Some("in")) => {
+                at += 1;
+                if tokens.get(at) != Some(&Token::Op("(".into())) {
+                    return Err(format!("expected '(' after '{column} in'"));
+                }
+                at += 1;
+                let mut values = Vec::new();
+                loop {
+                    let value = tokens
+                        .get(at)
+                        .and_then(where_value)
+                        .ok_or_else(|| format!("expected a value in '{column} in (...)'"))?;
+                    values.push(value);
+                    at += 1;
+                    match tokens.get(at) {
+                        Some(Token::Op(p)) if p == "," => at += 1,
+                        Some(Token::Op(p)) if p == ")" => {
+                            at += 1;
+                            break;
+                        }
+                        _ => return Err(format!("expected ',' or ')' in '{column} in (...)'")),
+                    }
+                }
+                (Op::In, values)
+            }
+            (_, Some("is")) => {
+                at += 1;
+                let not = word(at).as_deref() == Some("not");
+                if not {
+                    at += 1;
+                }
+                if word(at).as_deref() != Some("null") {
+                    return Err(format!("expected 'null' after '{column} is'"));
+                }
+                at += 1;
+                (if not { Op::IsNotNull } else { Op::IsNull }, Vec::new())
+            }
+            _ => {
+                return Err(format!(
+                "expected an operator after '{column}' (= != < <= > >= in, is null, is not null)"
+            ))
+            }
+        };
+        conditions.push(Condition { column, op, values });
+        match word(at).as_deref() {
+            None if at == tokens.len() => return Ok(conditions),
+            Some("and") => at += 1,
+            _ => {
+                return Err(format!(
+                    "expected 'and' between conditions in --where \"{text}\""
+                ))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Quoted(String),
+    Op(String),
+}
+
+fn where_tokens(text: &str) -> std::result::Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '\'' | '"' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => break,
+                        Some(ch) => s.push(ch),
+                        None => return Err(format!("unterminated quote in --where \"{text}\"")),
+                    }
+                }
+                tokens.push(Token::Quoted(s));
+            }
+            '(' | ')' | ',' => {
+                chars.next();
+                tokens.push(Token::Op(c.to_string()));
+            }
+            '=' | '!' | '<' | '>' => {
+                chars.next();
+                let mut op = c.to_string();
+                if chars.peek() == Some(&'=') {
+                    op.push('=');
+                    chars.next();
+                }
+                tokens.push(Token::Op(op));
+            }
+            _ => {
+                let mut w = String::new();
+                while let Some(&ch) = chars.peek() {
+                    if ch.is_whitespace() || "()',\"=!<>".contains(ch) {
+                        break;
+                    }
+                    w.push(ch);
+                    chars.next();
+                }
+                tokens.push(Token::Word(w));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+fn where_value(token: &Token) -> Option<Value> {
+    match token {
+        Token::Quoted(s) => Some(Value::String(s.clone())),
+        Token::Word(w) if w == "true" || w == "false" => Some(Value::Bool(w == "true")),
+        Token::Word(w) => match Value::parse(w) {
+            Ok(n @ (Value::Int(_) | Value::Float(_))) => Some(n),
+            _ => Some(Value::String(w.clone())),
+        },
+        Token::Op(_) => None,
+    }
+}
+
 /// Splits `groups` (index, bytes) into at most `parts` contiguous runs of
 /// about equal bytes, each non-empty.
 pub fn balance(groups: &[(usize, u64)], parts: usize) -> Vec<Vec<usize>> {
@@ -979,6 +1163,40 @@ mod tests {
             prune(r#"{"dataset":"t","filter":[["n","is null"]]}"#).0,
             [false, true, true]
         );
+    }
+
+    #[test]
+    fn where_text_maps_one_to_one_onto_the_json_filter() {
+        let parsed = parse_where(
+            "ts >= 2024-06-01 and city = 'Oslo' AND n in (1, 2) and fare is not null and x<3 and ok = true",
+        )
+        .unwrap();
+        let query = Query {
+            dataset: "t".into(),
+            columns: None,
+            filter: parsed,
+            partitions: 1,
+            limit: None,
+            compression: None,
+        };
+        let json = String::from_utf8(query.to_command()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"dataset":"t","filter":[["ts",">=","2024-06-01"],["city","=","Oslo"],["n","in",[1,2]],["fare","is not null"],["x","<",3],["ok","=",true]]}"#
+        );
+        assert_eq!(Query::from_command(json.as_bytes()).unwrap(), query);
+        for bad in [
+            "",
+            "x",
+            "x =",
+            "x = 1 y = 2",
+            "x in 1",
+            "x is",
+            "x ~ 1",
+            "x = 'open",
+        ] {
+            assert!(parse_where(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

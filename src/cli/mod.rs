@@ -94,9 +94,25 @@ which must not be a terminal.
 
 OPTIONS:
     -o, --output FILE          Write to FILE instead of stdout
+    --columns A,B              Only these columns, in this order
+    --where CONDITIONS         Only the rows where every condition holds:
+                               conditions joined by 'and', each one of
+                                 COLUMN OP VALUE   (OP: = != < <= > >=)
+                                 COLUMN in (VALUE, ...)
+                                 COLUMN is null | COLUMN is not null
+                               VALUE: 'quoted text', a number, true/false, or a
+                               bare word taken as text (2024-06-01, Oslo); dates
+                               and timestamps are ISO 8601. Maps one to one onto
+                               the query JSON's \"filter\" (README, Queries).
+    --parallel N               Ask for up to N endpoints and fetch them at once
+                               (1 to 64; output stays in endpoint order)
+
+--columns, --where and --parallel send a query (a CMD descriptor), which
+hangar understands; without them, get works against any Flight server.
 
 EXAMPLES:
     hangar get trips -o trips.parquet
+    hangar get trips --columns ts,fare --where \"ts >= 2024-06-01 and city = 'Oslo'\" --parallel 4 -o t.parquet
     hangar get trips | python -c 'import pyarrow as pa, sys; print(pa.ipc.open_stream(sys.stdin.buffer).read_all())'
 ",
     connection_help!()
@@ -127,6 +143,10 @@ USAGE:
 
 OPTIONS:
     --json                     One JSON object instead of text
+    --columns A,B              Describe a query: these columns ...
+    --where CONDITIONS         ... of the rows where the conditions hold (see
+                               'hangar get --help'); shows the row groups kept
+                               and pruned and the estimated bytes read
 ",
     connection_help!()
 );
@@ -186,7 +206,7 @@ EXAMPLES:
 #[derive(Debug)]
 pub enum Parsed {
     Help(&'static str),
-    Run(Invocation),
+    Run(Box<Invocation>),
 }
 
 /// A fully parsed client command.
@@ -219,16 +239,64 @@ pub enum Output {
     File(PathBuf, Format),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Put { name: String, input: Input },
-    Get { name: String, output: Output },
-    Ls { prefix: String, json: bool },
-    Info { name: String, json: bool },
-    Head { name: String, rows: usize },
-    Rm { name: String },
+    Put {
+        name: String,
+        input: Input,
+    },
+    Get {
+        name: String,
+        output: Output,
+        select: Selection,
+    },
+    Ls {
+        prefix: String,
+        json: bool,
+    },
+    Info {
+        name: String,
+        json: bool,
+        select: Selection,
+    },
+    Head {
+        name: String,
+        rows: usize,
+    },
+    Rm {
+        name: String,
+    },
     Actions,
-    Action { kind: String, body: Option<String> },
+    Action {
+        kind: String,
+        body: Option<String>,
+    },
+}
+
+/// Which part of a dataset `get` and `info` ask for (`--columns`, `--where`,
+/// `--parallel`); empty means the whole dataset through a PATH descriptor,
+/// which every Flight server understands. Anything else is a hangar query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection {
+    pub columns: Option<Vec<String>>,
+    pub filter: Vec<crate::query::Condition>,
+    /// Endpoints asked for and fetched at once (1: one after the other).
+    pub parallel: usize,
+}
+
+impl Selection {
+    /// The query command, unless the whole dataset is wanted plainly.
+    pub fn query(&self, dataset: &str) -> Option<crate::query::Query> {
+        let plain = self.columns.is_none() && self.filter.is_empty() && self.parallel <= 1;
+        (!plain).then(|| crate::query::Query {
+            dataset: dataset.to_string(),
+            columns: self.columns.clone(),
+            filter: self.filter.clone(),
+            partitions: self.parallel.max(1),
+            limit: None,
+            compression: None,
+        })
+    }
 }
 
 /// Parses the arguments after the command name. The error is a usage message.
@@ -256,6 +324,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
     let mut output = None;
     let mut rows = 10usize;
     let mut trust_locations = false;
+    let mut select = Selection::default();
     let mut positional: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -284,6 +353,31 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
             }
             Short('q') | Long("quiet") => quiet = true,
             Long("json") if matches!(command, "ls" | "info") => json = true,
+            Long("columns") if matches!(command, "get" | "info") => {
+                let text = utf8(parser.value(), "--columns")?;
+                let names: Vec<String> = text
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                if names.is_empty() {
+                    return Err("--columns needs column names, e.g. --columns ts,fare".into());
+                }
+                select.columns = Some(names);
+            }
+            Long("where") if matches!(command, "get" | "info") => {
+                let text = utf8(parser.value(), "--where")?;
+                select.filter = crate::query::parse_where(&text)
+                    .map_err(|e| format!("invalid --where: {e}"))?;
+            }
+            Long("parallel") if command == "get" => {
+                let text = utf8(parser.value(), "--parallel")?;
+                select.parallel = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| format!("invalid --parallel '{text}': 1 to 64"))?;
+            }
             Short('o') | Long("output") if command == "get" => {
                 output = Some(PathBuf::from(value(&mut parser)?))
             }
@@ -353,7 +447,11 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
                     Output::File(path, format)
                 }
             };
-            Command::Get { name, output }
+            Command::Get {
+                name,
+                output,
+                select,
+            }
         }
         "ls" => Command::Ls {
             prefix: next("").unwrap_or_default(),
@@ -362,6 +460,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         "info" => Command::Info {
             name: next("a dataset NAME")?,
             json,
+            select,
         },
         "head" => Command::Head {
             name: next("a dataset NAME")?,
@@ -392,11 +491,11 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         trust_locations,
         ..ConnectOptions::new(server)
     };
-    Ok(Parsed::Run(Invocation {
+    Ok(Parsed::Run(Box::new(Invocation {
         connect,
         quiet,
         command,
-    }))
+    })))
 }
 
 fn help_name(help: &str) -> &str {
@@ -485,9 +584,15 @@ async fn execute(invocation: Invocation) -> Result<(), Failure> {
     let mut connector = Connector::new(connect)?;
     let result = match command {
         Command::Put { name, input } => transfer::put(&mut connector, &name, &input, quiet).await,
-        Command::Get { name, output } => transfer::get(&mut connector, &name, &output, quiet).await,
+        Command::Get {
+            name,
+            output,
+            select,
+        } => transfer::get(&mut connector, &name, &output, &select, quiet).await,
         Command::Ls { prefix, json } => show::ls(&mut connector, &prefix, json).await,
-        Command::Info { name, json } => show::info(&mut connector, &name, json).await,
+        Command::Info { name, json, select } => {
+            show::info(&mut connector, &name, &select, json).await
+        }
         Command::Head { name, rows } => show::head(&mut connector, &name, rows).await,
         Command::Rm { name } => action::rm(&mut connector, &name, quiet).await,
         Command::Actions => show::actions(&mut connector).await,
@@ -678,7 +783,7 @@ mod tests {
 
     fn run_of(args: &[&str]) -> Invocation {
         match parse_args(args) {
-            Ok(Parsed::Run(invocation)) => invocation,
+            Ok(Parsed::Run(invocation)) => *invocation,
             other => panic!("{args:?}: {other:?}"),
         }
     }
@@ -706,14 +811,16 @@ mod tests {
             run_of(&["get", "d", "-o", "out.ARROW"]).command,
             Command::Get {
                 name: "d".into(),
-                output: Output::File("out.ARROW".into(), Format::IpcFile)
+                output: Output::File("out.ARROW".into(), Format::IpcFile),
+                select: Selection::default(),
             }
         );
         assert_eq!(
             run_of(&["get", "d", "--output=-"]).command,
             Command::Get {
                 name: "d".into(),
-                output: Output::Stdout
+                output: Output::Stdout,
+                select: Selection::default(),
             }
         );
         assert_eq!(

@@ -149,12 +149,18 @@ fn ls_json(listings: &[Listing]) -> String {
 }
 
 /// `hangar info NAME [--json]`.
-pub async fn info(connector: &mut Connector, name: &str, json: bool) -> Result<(), Failure> {
+pub async fn info(
+    connector: &mut Connector,
+    name: &str,
+    select: &super::Selection,
+    json: bool,
+) -> Result<(), Failure> {
     let mut client = connector.main().await?;
-    let info = client
-        .get_flight_info(path_descriptor(name))
-        .await?
-        .into_inner();
+    let descriptor = match select.query(name) {
+        Some(query) => super::transfer::command_descriptor(&query),
+        None => path_descriptor(name),
+    };
+    let info = client.get_flight_info(descriptor).await?.into_inner();
     let schema = if info.schema.is_empty() {
         None
     } else {
@@ -178,6 +184,22 @@ fn info_text(info: &FlightInfo, schema: Option<&Schema>) -> String {
     out.push_str(&format!("name:       {}\n", listing.name));
     out.push_str(&format!("rows:       {}\n", count(listing.rows)));
     out.push_str(&format!("bytes:      {}\n", count(listing.bytes)));
+    // A hangar query says what its statistics pruned.
+    let plan = std::str::from_utf8(&info.app_metadata)
+        .ok()
+        .and_then(|text| Value::parse(text).ok());
+    if let Some(plan) = plan {
+        let field = |key: &str| plan.get(key).and_then(Value::as_u64);
+        if let (Some(total), Some(kept)) = (field("row_groups"), field("row_groups_kept")) {
+            out.push_str(&format!(
+                "row groups: {kept} of {total} read, {} pruned by statistics\n",
+                total.saturating_sub(kept)
+            ));
+        }
+        if let Some(bytes) = field("estimated_bytes") {
+            out.push_str(&format!("reads:      ~{bytes} bytes (estimated)\n"));
+        }
+    }
     match schema {
         None => out.push_str("schema:     (none sent)\n"),
         Some(schema) => {

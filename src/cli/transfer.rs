@@ -51,6 +51,15 @@ pub fn path_descriptor(name: &str) -> FlightDescriptor {
     }
 }
 
+/// A CMD descriptor carrying a hangar query.
+pub fn command_descriptor(query: &crate::query::Query) -> FlightDescriptor {
+    FlightDescriptor {
+        r#type: DescriptorType::Cmd as i32,
+        cmd: Bytes::from(query.to_command()),
+        path: vec![],
+    }
+}
+
 /// `get` without `-o` writes binary data to stdout: never onto a terminal.
 pub fn check_stdout() -> Result<(), Failure> {
     if std::io::stdout().is_terminal() {
@@ -561,13 +570,15 @@ pub async fn get(
     connector: &mut Connector,
     name: &str,
     output: &Output,
+    select: &super::Selection,
     quiet: bool,
 ) -> Result<(), Failure> {
     let mut client = connector.main().await?;
-    let info = client
-        .get_flight_info(path_descriptor(name))
-        .await?
-        .into_inner();
+    let descriptor = match select.query(name) {
+        Some(query) => command_descriptor(&query),
+        None => path_descriptor(name),
+    };
+    let info = client.get_flight_info(descriptor).await?.into_inner();
     let fallback_schema = ipc::schema_from_ipc(&info.schema).ok().map(SchemaRef::new);
 
     let (partial, sink) = match output {
@@ -582,7 +593,7 @@ pub async fn get(
     let total_rows = u64::try_from(info.total_records).ok();
     let mut progress = Progress::new("get", quiet, total_rows);
 
-    let fetched = fetch(connector, &info, &tx, &mut progress).await;
+    let fetched = fetch(connector, &info, select.parallel.max(1), &tx, &mut progress).await;
     progress.finish();
     let finished = match fetched {
         Ok(()) if !tx.is_closed() => {
@@ -630,21 +641,47 @@ impl From<tonic::Status> for Fetch {
     }
 }
 
-/// Reads every endpoint in order and hands the batches to the writer. Each
-/// endpoint is its own IPC stream; all must have the first one's schema.
+/// One decoded message of an endpoint's stream, and its size on the wire.
+type Fetched = (Decoded, u64);
+
+/// Reads every endpoint and hands the batches to the writer in endpoint
+/// order. Up to `window` endpoints are read at once, each into a bounded
+/// channel of its own: the ones ahead of the writer stall on a full channel
+/// (and HTTP/2 flow control stalls their servers), so memory stays bounded.
+/// Each endpoint is its own IPC stream; all must have the first one's schema.
 async fn fetch(
     connector: &mut Connector,
     info: &FlightInfo,
+    window: usize,
     tx: &stream::Sender<ToWriter, ()>,
     progress: &mut Progress,
 ) -> Result<(), Fetch> {
+    let count = info.endpoint.len();
+    let mut pending = std::collections::VecDeque::new();
+    let mut next = 0;
     let mut schema: Option<SchemaRef> = None;
-    for index in 0..info.endpoint.len() {
-        let mut stream = open_endpoint(connector, info, index).await?;
-        let mut decoder = Decoder::new();
-        while let Some(message) = stream.message().await? {
-            let bytes = (message.data_header.len() + message.data_body.len()) as u64;
-            match decoder.decode(&message).map_err(invalid_stream)? {
+    for index in 0..count {
+        while next < count && pending.len() < window {
+            pending.push_back(start_endpoint(connector, info, next).await?);
+            next += 1;
+        }
+        let Some(mut rx) = pending.pop_front() else {
+            break;
+        };
+        loop {
+            let step = std::future::poll_fn(|cx| rx.poll_step(cx)).await;
+            let (decoded, bytes) = match step {
+                Next::Item(item) => item,
+                Next::End => break,
+                Next::Failed(failure) => return Err(Fetch::Failed(failure)),
+                Next::Abandoned => {
+                    return Err(Fetch::Failed(Failure::local(format!(
+                        "reading endpoint {} of {count} stopped unexpectedly",
+                        index + 1
+                    ))))
+                }
+            };
+            match decoded {
                 Decoded::Schema(got) => match &schema {
                     None => {
                         schema = Some(got.clone());
@@ -655,9 +692,8 @@ async fn fetch(
                     Some(first) if first.fields() == got.fields() => {}
                     Some(first) => {
                         return Err(Fetch::Failed(Failure::local(format!(
-                            "endpoint {} of {} has another schema than the first: {} vs {}",
+                            "endpoint {} of {count} has another schema than the first: {} vs {}",
                             index + 1,
-                            info.endpoint.len(),
                             got,
                             first
                         ))))
@@ -675,6 +711,37 @@ async fn fetch(
         }
     }
     Ok(())
+}
+
+/// Starts reading endpoint `index` in a task of its own; its decoded
+/// messages arrive through the returned bounded channel.
+async fn start_endpoint(
+    connector: &mut Connector,
+    info: &FlightInfo,
+    index: usize,
+) -> Result<stream::Receiver<Fetched, Failure>, Failure> {
+    let mut stream = open_endpoint(connector, info, index).await?;
+    let (tx, rx) = stream::channel(CHANNEL_DEPTH);
+    tokio::spawn(async move {
+        let mut decoder = Decoder::new();
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return tx.finish(),
+                Err(status) => return tx.fail(status.into()),
+            };
+            let bytes = (message.data_header.len() + message.data_body.len()) as u64;
+            match decoder.decode(&message) {
+                Ok(decoded) => {
+                    if tx.send((decoded, bytes)).await.is_err() {
+                        return; // the download stopped: dropping the stream cancels the call
+                    }
+                }
+                Err(err) => return tx.fail(invalid_stream(err)),
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Starts DoGet on endpoint `index` of `info`, on the server its locations
