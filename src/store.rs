@@ -19,12 +19,13 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder, RowFilter,
+    ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
@@ -52,6 +53,66 @@ fn continue_unknown(groups: usize) -> (arrow_array::BooleanArray, arrow_array::B
         arrow_array::BooleanArray::from(vec![true; groups]),
         arrow_array::BooleanArray::from(vec![false; groups]),
     )
+}
+
+/// The rows of `row_groups` whose pages' statistics (the page index, where
+/// the file has one) may match every predicate; `None` when nothing can be
+/// skipped. Each predicate's pages become row ranges; the ranges of all
+/// predicates are intersected, since columns page at different rows.
+fn page_selection(
+    arrow: &ArrowReaderMetadata,
+    row_groups: &[usize],
+    predicates: &[query::Predicate],
+) -> Result<Option<RowSelection>> {
+    let metadata = arrow.metadata();
+    let Some(index) = metadata.page_index() else {
+        return Ok(None);
+    };
+    let mut selection: Option<RowSelection> = None;
+    for predicate in predicates {
+        let Ok(converter) =
+            StatisticsConverter::try_new(&predicate.column, arrow.schema(), arrow.parquet_schema())
+        else {
+            continue;
+        };
+        let pages = (|| -> parquet::errors::Result<Option<GroupStats>> {
+            let Some(rows) = converter.data_page_row_counts(
+                index.as_ref(),
+                metadata.row_groups(),
+                row_groups,
+            )?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(GroupStats {
+                min: converter.data_page_mins(index.as_ref(), row_groups)?,
+                max: converter.data_page_maxes(index.as_ref(), row_groups)?,
+                nulls: converter.data_page_null_counts(index.as_ref(), row_groups)?,
+                rows,
+            }))
+        })();
+        let Ok(Some(pages)) = pages else { continue };
+        if arrow_array::Array::null_count(&pages.rows) > 0 {
+            continue;
+        }
+        let (keep, _) = predicate.prune(&pages)?;
+        let selectors: Vec<RowSelector> = (0..pages.rows.len())
+            .map(|page| {
+                let rows = pages.rows.value(page) as usize;
+                if keep.value(page) {
+                    RowSelector::select(rows)
+                } else {
+                    RowSelector::skip(rows)
+                }
+            })
+            .collect();
+        let this = RowSelection::from(selectors);
+        selection = Some(match selection {
+            None => this,
+            Some(so_far) => so_far.intersection(&this),
+        });
+    }
+    Ok(selection.filter(|s| s.skipped_row_count() > 0))
 }
 
 /// Top-level columns (by index) a query reads: its projection and its filter.
@@ -492,7 +553,17 @@ impl Store {
             )));
         }
         let footer = self.footer(name, &meta, Some(&file))?;
-        let arrow = footer.arrow;
+        // A filter can skip pages too: the page index is read for it (the
+        // cached footer leaves it out, as listings never need it).
+        let arrow = if scan.filter.is_empty() {
+            footer.arrow
+        } else {
+            let options =
+                ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+            ArrowReaderMetadata::load(&file, options).map_err(|e| {
+                Error::Internal(format!("dataset '{name}' is not readable Parquet: {e}"))
+            })?
+        };
         let schema = arrow.schema().clone();
         let projected = query::project(&schema, scan.columns.as_deref())?;
         let predicates = scan
@@ -514,10 +585,14 @@ impl Store {
         };
         let parquet_schema = arrow.parquet_schema().clone();
         let output = roots(&mut projected.fields().iter().map(|f| f.name().as_str()));
+        let pages = page_selection(&arrow, &scan.row_groups, &predicates)?;
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, arrow)
             .with_batch_size(batch_rows)
             .with_row_groups(scan.row_groups.clone())
             .with_projection(ProjectionMask::roots(&parquet_schema, output));
+        if let Some(selection) = pages {
+            builder = builder.with_row_selection(selection);
+        }
         if !predicates.is_empty() {
             let filter_roots = roots(&mut predicates.iter().map(|p| p.column.as_str()));
             let mask = ProjectionMask::roots(&parquet_schema, filter_roots);
@@ -927,6 +1002,60 @@ mod tests {
         assert_eq!(store.info(&longest).unwrap().rows, 1);
         assert!(validate_name("uploaded.parquet").is_ok());
         assert!(validate_name("données été.parquet").is_ok());
+    }
+
+    #[test]
+    fn queries_prune_row_groups_and_pages_and_tickets_die_with_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Codec::Snappy).unwrap();
+        let values: Vec<i64> = (0..200_000).collect();
+        let mut up = store.create("d", batch(&values[..1]).schema()).unwrap();
+        for chunk in values.chunks(50_000) {
+            up.write(&batch(chunk)).unwrap();
+        }
+        up.commit().unwrap();
+        let query = Query::from_command(
+            br#"{"dataset":"d","columns":["s"],"filter":[["n",">=",195000]],"partitions":4}"#,
+        )
+        .unwrap();
+        let plan = store.plan(&query).unwrap();
+        assert_eq!(plan.schema.fields().len(), 1);
+        let scans = &plan.scans;
+        let rows: usize = scans
+            .iter()
+            .map(|scan| {
+                store
+                    .scan(scan, 1024)
+                    .unwrap()
+                    .map(|b| b.unwrap().num_rows())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(rows, 5_000);
+        // The page index lets the scan skip most of the row group's pages.
+        let file = store.open_file("d").unwrap();
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let arrow = ArrowReaderMetadata::load(&file, options).unwrap();
+        let schema = arrow.schema().clone();
+        let predicates: Vec<_> = query
+            .filter
+            .iter()
+            .map(|c| c.bind(&schema).unwrap())
+            .collect();
+        let groups: Vec<usize> = (0..arrow.metadata().num_row_groups()).collect();
+        let selection = page_selection(&arrow, &groups, &predicates)
+            .unwrap()
+            .unwrap();
+        assert!(selection.skipped_row_count() >= 150_000, "{selection:?}");
+        // A replaced dataset refuses the old tickets.
+        let mut up = store.create("d", batch(&[1]).schema()).unwrap();
+        up.write(&batch(&[1])).unwrap();
+        up.commit().unwrap();
+        let err = store
+            .scan(&scans[0], 1024)
+            .err()
+            .expect("a stale ticket fails");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     }
 
     #[test]
