@@ -344,16 +344,8 @@ where
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hangar")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("hangar: cannot start the runtime: {err}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = hangar::cli::start_runtime("hangar") else {
+        return ExitCode::from(1);
     };
     let result = runtime.block_on(async move {
         let shutdown = shutdown_signal()?;

@@ -533,18 +533,21 @@ fn format_of(path: &std::path::Path) -> Result<Format, String> {
     }
 }
 
+/// The multi-threaded runtime `hangar serve` and the client commands run on;
+/// `None` (after saying why on stderr) if the OS refuses it.
+pub fn start_runtime(thread_name: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(thread_name)
+        .build()
+        .map_err(|err| eprintln!("hangar: cannot start the runtime: {err}"))
+        .ok()
+}
+
 /// Runs a parsed command and returns the exit code. Messages go to stderr.
 pub fn run(invocation: Invocation) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hangar-client")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("hangar: cannot start the runtime: {err}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = start_runtime("hangar-client") else {
+        return ExitCode::from(1);
     };
     let result = runtime.block_on(async move {
         tokio::select! {
