@@ -878,6 +878,72 @@ fn cookbook_basic_token_recipe_accepts_user_and_password() {
     login(&["rm", "d.parquet", "--user", "test"]).ok();
 }
 
+#[test]
+fn credentials_go_only_to_the_server_named_by_server_unless_trust_locations() {
+    // The cookbook's endpoints name its own location, grpc://127.0.0.1:PORT.
+    // Reached as localhost, that location is another host as far as the
+    // client can tell (`localhost` resolves to 127.0.0.1 here).
+    let server = cookbook(&["--users", "test:password"]);
+    assert!(
+        server.uri.starts_with("grpc://127.0.0.1:"),
+        "{}",
+        server.uri
+    );
+    let by_name = format!("grpc://localhost:{}", server.addr.port());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let data = table(500, false);
+    let login = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &by_name, "--user", "test"]);
+        cli(&by_name, &all)
+            .env("HANGAR_PASSWORD", "password")
+            .cwd(dir)
+    };
+    login(&["put", "d.parquet", "-"])
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+
+    // The endpoint is fetched without the credentials, which the cookbook
+    // server refuses; the client says why.
+    let refused = login(&["get", "d.parquet", "-o", "out.parquet"])
+        .run()
+        .fails("hangar: ");
+    let notice = format!(
+        "hangar: fetching an endpoint from {}, not the server named by --server, without \
+         credentials (--trust-locations would send them)",
+        server.uri
+    );
+    assert!(
+        refused.stderr.lines().any(|l| l == notice),
+        "{notice:?} missing in:\n{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("UNAUTHENTICATED: No credentials supplied"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.join("out.parquet").exists(), "nothing written");
+
+    let trusted = login(&["get", "d.parquet", "-o", "out.parquet", "--trust-locations"])
+        .run()
+        .ok();
+    assert!(
+        trusted.stderr.contains(&format!(
+            "hangar: fetching an endpoint from {}, not the server named by --server, with your \
+             credentials (--trust-locations)",
+            server.uri
+        )),
+        "{}",
+        trusted.stderr
+    );
+    assert_same_table(&data, read_parquet(&dir.join("out.parquet")));
+}
+
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by
 /// the pyarrow TLS tests' generator (tests/python/test_auth.py), so there is
 /// one certificate recipe in the repository.
