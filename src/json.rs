@@ -47,6 +47,37 @@ impl Value {
         }
     }
 
+    /// Any number as an f64 (an integer beyond 2^53 loses precision).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(n) => Some(*n as f64),
+            Value::Float(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The `(key, value)` pairs of an object, in order.
+    pub fn as_object(&self) -> Option<&[(String, Value)]> {
+        match self {
+            Value::Object(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
     /// Parses one JSON document (RFC 8259). Nesting is bounded, so hostile
     /// input cannot exhaust the stack.
     pub fn parse(text: &str) -> Result<Value, String> {
@@ -285,28 +316,44 @@ impl Parser<'_> {
         value
     }
 
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, exactly.
     fn number(&mut self) -> Result<Value, String> {
         let start = self.at;
-        let mut float = false;
-        while let Some(&b) = self.bytes.get(self.at) {
-            match b {
-                b'0'..=b'9' | b'-' | b'+' => {}
-                b'.' | b'e' | b'E' => float = true,
-                _ => break,
+        let digits = |p: &mut Self| {
+            let from = p.at;
+            while p.bytes.get(p.at).is_some_and(u8::is_ascii_digit) {
+                p.at += 1;
             }
+            p.at - from
+        };
+        if self.bytes.get(self.at) == Some(&b'-') {
             self.at += 1;
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).unwrap_or("");
-        let valid = {
-            let digits = text.strip_prefix('-').unwrap_or(text);
-            digits.starts_with(|c: char| c.is_ascii_digit())
-                && !(digits.starts_with('0')
-                    && digits.len() > 1
-                    && digits.as_bytes()[1].is_ascii_digit())
-        };
-        if !valid {
+        let int_start = self.at;
+        let int_digits = digits(self);
+        if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
             return Err(self.error("invalid number"));
         }
+        let mut float = false;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            if digits(self) == 0 {
+                return Err(self.error("invalid number"));
+            }
+            float = true;
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+            if digits(self) == 0 {
+                return Err(self.error("invalid number"));
+            }
+            float = true;
+        }
+        // Only ASCII was consumed.
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).unwrap_or("");
         if !float {
             if let Ok(n) = text.parse::<i128>() {
                 return Ok(Value::Int(n));
@@ -436,10 +483,64 @@ mod tests {
             "{a:1}",
             "-",
             "\"\\ud800\"",
+            "1.",
+            "1.e5",
+            "-.5",
+            ".5",
+            "1e",
+            "1e+",
+            "-01",
+            "1-2",
+            "1e5.",
+            "[1.]",
         ] {
             assert!(Value::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let deep = "[".repeat(1000) + &"]".repeat(1000);
         assert!(Value::parse(&deep).unwrap_err().contains("deeply"));
+    }
+
+    #[test]
+    fn numbers_follow_the_json_grammar() {
+        for (text, value) in [
+            ("0", Value::Int(0)),
+            ("-0", Value::Int(0)),
+            ("-12", Value::Int(-12)),
+            (
+                "10000000000000000000000000000000000000000",
+                Value::Float(1e40),
+            ),
+            ("0.5", Value::Float(0.5)),
+            ("-1.25e2", Value::Float(-125.0)),
+            ("1E-2", Value::Float(0.01)),
+            ("2e+1", Value::Float(20.0)),
+        ] {
+            assert_eq!(Value::parse(text), Ok(value), "{text}");
+        }
+        assert!(
+            Value::parse("1e999").is_err(),
+            "infinity is not a JSON number"
+        );
+    }
+
+    #[test]
+    fn accessors_answer_only_for_their_own_kind() {
+        let v = Value::parse(r#"{"i":3,"f":2.5,"b":true,"a":[1],"o":{"k":null},"s":"x"}"#).unwrap();
+        let get = |k: &str| v.get(k).unwrap();
+        assert_eq!(get("i").as_f64(), Some(3.0));
+        assert_eq!(get("f").as_f64(), Some(2.5));
+        assert_eq!(get("s").as_f64(), None);
+        assert_eq!(get("f").as_u64(), None);
+        assert_eq!(get("b").as_bool(), Some(true));
+        assert_eq!(get("i").as_bool(), None);
+        assert_eq!(get("a").as_array(), Some(&[Value::Int(1)][..]));
+        assert_eq!(get("o").as_array(), None);
+        assert_eq!(
+            get("o").as_object(),
+            Some(&[("k".to_string(), Value::Null)][..])
+        );
+        assert_eq!(get("a").as_object(), None);
+        assert_eq!(v.as_object().map(<[_]>::len), Some(6));
+        assert_eq!(get("s").as_str(), Some("x"));
     }
 }

@@ -23,6 +23,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use common::TestServer;
+use hangar::json::Value;
 
 /// How long one client command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -298,204 +299,29 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-// ----------------------------------------------------- a minimal JSON reader
+// ------------------------------------------------------------ JSON output
 
-/// Enough JSON to check that `--json` output parses and holds what it should.
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Number(f64),
-    Str(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
+/// `--json` output, parsed by hangar's own strict reader; panics with the text
+/// if it is not one JSON document.
+#[track_caller]
+fn parse_json(text: &str) -> Value {
+    Value::parse(text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"))
 }
 
-impl Json {
-    #[track_caller]
-    fn parse(text: &str) -> Json {
-        let mut p = JsonParser {
-            s: text.trim_end().as_bytes(),
-            i: 0,
-        };
-        let value = p
-            .value()
-            .unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"));
-        assert_eq!(p.i, p.s.len(), "trailing bytes after JSON: {text}");
-        value
-    }
-
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Object(pairs) => pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no key {key} in {self:?}")),
-            other => panic!("not an object: {other:?}"),
-        }
-    }
-
-    fn items(&self) -> &[Json] {
-        match self {
-            Json::Array(items) => items,
-            other => panic!("not an array: {other:?}"),
-        }
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            other => panic!("not a string: {other:?}"),
-        }
-    }
-
-    fn num(&self) -> f64 {
-        match self {
-            Json::Number(n) => *n,
-            other => panic!("not a number: {other:?}"),
-        }
-    }
+/// The value under `key`; panics if `value` is not an object that has it.
+#[track_caller]
+fn field<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value
+        .get(key)
+        .unwrap_or_else(|| panic!("no key {key} in {value}"))
 }
 
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected '{}' at byte {}", c as char, self.i))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i).copied() {
-            Some(b'{') => {
-                self.i += 1;
-                let mut pairs = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Object(pairs));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.eat(b':')?;
-                    pairs.push((key, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Object(pairs));
-                        }
-                        _ => return Err(format!("bad object at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Array(items));
-                        }
-                        _ => return Err(format!("bad array at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') => self.word("true", Json::Bool(true)),
-            Some(b'f') => self.word("false", Json::Bool(false)),
-            Some(b'n') => self.word("null", Json::Null),
-            Some(c) if c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self.i < self.s.len()
-                    && matches!(
-                        self.s[self.i],
-                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-                    )
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                text.parse()
-                    .map(Json::Number)
-                    .map_err(|_| format!("bad number {text}"))
-            }
-            _ => Err(format!("unexpected byte at {}", self.i)),
-        }
-    }
-
-    fn word(&mut self, word: &str, value: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(value)
-        } else {
-            Err(format!("bad literal at byte {}", self.i))
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        if self.s.get(self.i) != Some(&b'"') {
-            return Err(format!("expected a string at byte {}", self.i));
-        }
-        self.i += 1;
-        let mut out = Vec::new();
-        loop {
-            let c = *self.s.get(self.i).ok_or("unterminated string")?;
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-                b'\\' => {
-                    let e = *self.s.get(self.i).ok_or("bad escape")?;
-                    self.i += 1;
-                    match e {
-                        b'"' | b'\\' | b'/' => out.push(e),
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
-                            self.i += 4;
-                            let c = char::from_u32(code).ok_or("bad \\u escape")?;
-                            out.extend(c.to_string().as_bytes());
-                        }
-                        _ => return Err(format!("bad escape at byte {}", self.i)),
-                    }
-                }
-                c if c < 0x20 => return Err("control character in a string".into()),
-                c => out.push(c),
-            }
-        }
-    }
+/// The items of an array; panics on anything else.
+#[track_caller]
+fn items(value: &Value) -> &[Value] {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
 }
 
 // ------------------------------------------------------ the cookbook server
@@ -634,8 +460,8 @@ fn a_failed_upload_is_cancelled_and_keeps_the_old_dataset() {
         .run()
         .fails("hangar: reading stdin");
 
-    let listing = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
-    assert_eq!(listing.items()[0].get("rows").num(), 1_000.0);
+    let listing = parse_json(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    assert_eq!(field(&items(&listing)[0], "rows").as_u64(), Some(1_000));
 }
 
 #[test]
@@ -669,13 +495,16 @@ fn ls_lists_name_rows_bytes_columns_as_text_and_json() {
         "{text}"
     );
 
-    let json = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
-    let items = json.items();
-    assert_eq!(items.len(), 2);
-    let weird_item = items.iter().find(|i| i.get("name").str() == weird).unwrap();
-    assert_eq!(weird_item.get("rows").num(), 20.0);
-    assert_eq!(weird_item.get("columns").num(), 3.0);
-    assert!(weird_item.get("bytes").num() > 0.0);
+    let json = parse_json(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    let listed = items(&json);
+    assert_eq!(listed.len(), 2);
+    let weird_item = listed
+        .iter()
+        .find(|i| field(i, "name").as_str() == Some(weird))
+        .unwrap();
+    assert_eq!(field(weird_item, "rows").as_u64(), Some(20));
+    assert_eq!(field(weird_item, "columns").as_u64(), Some(3));
+    assert!(field(weird_item, "bytes").as_u64().unwrap() > 0);
 
     // The prefix is the ListFlights criteria.
     let only = cli(&server.uri, &["ls", "al"]).run().ok().text();
@@ -703,21 +532,25 @@ fn info_shows_schema_with_dictionary_and_metadata_rows_bytes_endpoints() {
         assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
     }
 
-    let json = Json::parse(&cli(&server.uri, &["info", "d", "--json"]).run().ok().text());
-    assert_eq!(json.get("name").str(), "d");
-    assert_eq!(json.get("rows").num(), 3000.0);
-    let schema = json.get("schema");
-    let fields = schema.get("fields").items();
+    let json = parse_json(&cli(&server.uri, &["info", "d", "--json"]).run().ok().text());
+    assert_eq!(field(&json, "name").as_str(), Some("d"));
+    assert_eq!(field(&json, "rows").as_u64(), Some(3000));
+    let schema = field(&json, "schema");
+    let fields = items(field(schema, "fields"));
     assert_eq!(fields.len(), 4);
-    assert_eq!(fields[0].get("name").str(), "id");
-    assert_eq!(fields[0].get("nullable"), &Json::Bool(false));
-    assert_eq!(fields[3].get("dictionary").get("values").str(), "Utf8");
-    assert_eq!(fields[3].get("dictionary").get("indices").str(), "Int32");
-    assert_eq!(fields[1].get("dictionary"), &Json::Null);
-    assert_eq!(schema.get("metadata").get("origin").str(), "cli test");
-    let endpoints = json.get("endpoints").items();
-    assert_eq!(endpoints[0].get("ticket").str(), "d");
-    assert!(endpoints[0].get("locations").items().is_empty());
+    assert_eq!(field(&fields[0], "name").as_str(), Some("id"));
+    assert_eq!(field(&fields[0], "nullable"), &Value::Bool(false));
+    let dictionary = field(&fields[3], "dictionary");
+    assert_eq!(field(dictionary, "values").as_str(), Some("Utf8"));
+    assert_eq!(field(dictionary, "indices").as_str(), Some("Int32"));
+    assert_eq!(field(&fields[1], "dictionary"), &Value::Null);
+    assert_eq!(
+        field(field(schema, "metadata"), "origin").as_str(),
+        Some("cli test")
+    );
+    let endpoints = items(field(&json, "endpoints"));
+    assert_eq!(field(&endpoints[0], "ticket").as_str(), Some("d"));
+    assert!(items(field(&endpoints[0], "locations")).is_empty());
 }
 
 #[test]
@@ -951,14 +784,20 @@ fn cookbook_server_put_ls_info_head_get_rm_work_unchanged() {
         .ok();
     assert!(server.repo().join("uploaded.parquet").exists());
 
-    let json = Json::parse(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
-    let mut names: Vec<&str> = json.items().iter().map(|i| i.get("name").str()).collect();
+    let json = parse_json(&cli(&server.uri, &["ls", "--json"]).run().ok().text());
+    let mut names: Vec<&str> = items(&json)
+        .iter()
+        .map(|i| field(i, "name").as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["streamed.parquet", "uploaded.parquet"]);
-    assert!(json
-        .items()
-        .iter()
-        .all(|i| i.get("rows").num() == 35_000.0 && i.get("columns").num() == 3.0));
+    assert!(
+        items(&json)
+            .iter()
+            .all(|i| field(i, "rows").as_u64() == Some(35_000)
+                && field(i, "columns").as_u64() == Some(3)),
+        "{json}"
+    );
 
     let info = cli(&server.uri, &["info", "uploaded.parquet"])
         .run()
@@ -1037,6 +876,72 @@ fn cookbook_basic_token_recipe_accepts_user_and_password() {
     let got = login(&["get", "d.parquet", "--user", "test", "-q"]).ok();
     assert_same_table(&data, read_ipc_stream(&got.stdout));
     login(&["rm", "d.parquet", "--user", "test"]).ok();
+}
+
+#[test]
+fn credentials_go_only_to_the_server_named_by_server_unless_trust_locations() {
+    // The cookbook's endpoints name its own location, grpc://127.0.0.1:PORT.
+    // Reached as localhost, that location is another host as far as the
+    // client can tell (`localhost` resolves to 127.0.0.1 here).
+    let server = cookbook(&["--users", "test:password"]);
+    assert!(
+        server.uri.starts_with("grpc://127.0.0.1:"),
+        "{}",
+        server.uri
+    );
+    let by_name = format!("grpc://localhost:{}", server.addr.port());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let data = table(500, false);
+    let login = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &by_name, "--user", "test"]);
+        cli(&by_name, &all)
+            .env("HANGAR_PASSWORD", "password")
+            .cwd(dir)
+    };
+    login(&["put", "d.parquet", "-"])
+        .stdin(ipc_stream(&data))
+        .run()
+        .ok();
+
+    // The endpoint is fetched without the credentials, which the cookbook
+    // server refuses; the client says why.
+    let refused = login(&["get", "d.parquet", "-o", "out.parquet"])
+        .run()
+        .fails("hangar: ");
+    let notice = format!(
+        "hangar: fetching an endpoint from {}, not the server named by --server, without \
+         credentials (--trust-locations would send them)",
+        server.uri
+    );
+    assert!(
+        refused.stderr.lines().any(|l| l == notice),
+        "{notice:?} missing in:\n{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("UNAUTHENTICATED: No credentials supplied"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.join("out.parquet").exists(), "nothing written");
+
+    let trusted = login(&["get", "d.parquet", "-o", "out.parquet", "--trust-locations"])
+        .run()
+        .ok();
+    assert!(
+        trusted.stderr.contains(&format!(
+            "hangar: fetching an endpoint from {}, not the server named by --server, with your \
+             credentials (--trust-locations)",
+            server.uri
+        )),
+        "{}",
+        trusted.stderr
+    );
+    assert_same_table(&data, read_parquet(&dir.join("out.parquet")));
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made by

@@ -14,6 +14,7 @@ use futures::{SinkExt, TryStreamExt};
 use prost::bytes::Bytes;
 
 use common::{bounded, get, path, put, run_hangar, status_of, wait_until, TestServer};
+use hangar::json::Value;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -515,9 +516,12 @@ async fn json_log_format_writes_every_stderr_line_as_json_with_the_rpc_fields() 
         });
         let mut rpcs = Vec::new();
         for line in log.lines() {
-            let object = json::parse_object(line)
-                .unwrap_or_else(|e| panic!("stderr line is not a JSON object ({e}): {line}"));
-            let get = |key: &str| object.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+            // hangar's reader is strict: one document, no trailing text, no
+            // raw control characters, no duplicate keys.
+            let value = Value::parse(line)
+                .unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}"));
+            assert!(value.as_object().is_some(), "not a JSON object: {line}");
+            let get = |key: &str| value.get(key);
             assert!(get("time").is_some(), "every line has a time: {line}");
             if get("rpc").is_none() {
                 continue; // an event line (startup, shutdown)
@@ -527,21 +531,15 @@ async fn json_log_format_writes_every_stderr_line_as_json_with_the_rpc_fields() 
             ] {
                 assert!(get(key).is_some(), "{key} missing in {line}");
             }
-            assert!(
-                matches!(get("rows"), Some(json::Value::Number(_))),
-                "{line}"
-            );
-            assert!(
-                matches!(get("bytes"), Some(json::Value::Number(_))),
-                "{line}"
-            );
-            assert!(matches!(get("ms"), Some(json::Value::Number(_))), "{line}");
+            for key in ["rows", "bytes", "ms"] {
+                assert!(get(key).and_then(Value::as_f64).is_some(), "{line}");
+            }
             let peer = get("peer").unwrap().as_str().unwrap_or_default();
             assert!(peer.starts_with("127.0.0.1:"), "{line}");
             rpcs.push((
                 get("rpc").unwrap().as_str().unwrap().to_string(),
                 get("dataset").unwrap().as_str().map(str::to_string),
-                get("rows").unwrap().as_number().unwrap_or_default(),
+                get("rows").unwrap().as_f64().unwrap_or_default(),
                 get("status").unwrap().as_str().unwrap().to_string(),
             ));
         }
@@ -607,231 +605,4 @@ async fn compression_flag_sets_the_parquet_codec_of_uploads() {
         }
     })
     .await
-}
-
-/// Just enough JSON to check that a log line is one well-formed object and
-/// read its top-level fields. Strict: trailing garbage, bad escapes, raw
-/// control characters in strings are errors.
-mod json {
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Number(f64),
-        String(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::String(s) => Some(s),
-                _ => None,
-            }
-        }
-
-        pub fn as_number(&self) -> Option<f64> {
-            match self {
-                Value::Number(n) => Some(*n),
-                _ => None,
-            }
-        }
-    }
-
-    pub fn parse_object(text: &str) -> Result<Vec<(String, Value)>, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let value = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing characters at {}", p.i));
-        }
-        match value {
-            Value::Object(fields) => Ok(fields),
-            other => Err(format!("not an object: {other:?}")),
-        }
-    }
-
-    struct Parser<'a> {
-        s: &'a [u8],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
-                self.i += 1;
-            }
-        }
-
-        fn peek(&self) -> Option<u8> {
-            self.s.get(self.i).copied()
-        }
-
-        fn expect(&mut self, c: u8) -> Result<(), String> {
-            if self.peek() == Some(c) {
-                self.i += 1;
-                Ok(())
-            } else {
-                Err(format!("expected '{}' at {}", c as char, self.i))
-            }
-        }
-
-        fn literal(&mut self, word: &str, value: Value) -> Result<Value, String> {
-            if self.s[self.i..].starts_with(word.as_bytes()) {
-                self.i += word.len();
-                Ok(value)
-            } else {
-                Err(format!("bad literal at {}", self.i))
-            }
-        }
-
-        fn value(&mut self) -> Result<Value, String> {
-            self.ws();
-            match self.peek() {
-                Some(b'{') => {
-                    self.i += 1;
-                    let mut fields = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b'}') {
-                        self.i += 1;
-                        return Ok(Value::Object(fields));
-                    }
-                    loop {
-                        self.ws();
-                        let key = self.string()?;
-                        self.ws();
-                        self.expect(b':')?;
-                        let value = self.value()?;
-                        if fields.iter().any(|(k, _)| *k == key) {
-                            return Err(format!("duplicate key {key:?}"));
-                        }
-                        fields.push((key, value));
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                return Ok(Value::Object(fields));
-                            }
-                            _ => return Err(format!("expected ',' or '}}' at {}", self.i)),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                        return Ok(Value::Array(items));
-                    }
-                    loop {
-                        items.push(self.value()?);
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                return Ok(Value::Array(items));
-                            }
-                            _ => return Err(format!("expected ',' or ']' at {}", self.i)),
-                        }
-                    }
-                }
-                Some(b'"') => Ok(Value::String(self.string()?)),
-                Some(b't') => self.literal("true", Value::Bool(true)),
-                Some(b'f') => self.literal("false", Value::Bool(false)),
-                Some(b'n') => self.literal("null", Value::Null),
-                Some(c) if c == b'-' || c.is_ascii_digit() => self.number(),
-                _ => Err(format!("unexpected character at {}", self.i)),
-            }
-        }
-
-        fn number(&mut self) -> Result<Value, String> {
-            let start = self.i;
-            if self.peek() == Some(b'-') {
-                self.i += 1;
-            }
-            let digits = |p: &mut Self| {
-                let from = p.i;
-                while p.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    p.i += 1;
-                }
-                p.i > from
-            };
-            if !digits(self) {
-                return Err(format!("bad number at {start}"));
-            }
-            if self.peek() == Some(b'.') {
-                self.i += 1;
-                if !digits(self) {
-                    return Err(format!("bad fraction at {start}"));
-                }
-            }
-            if matches!(self.peek(), Some(b'e' | b'E')) {
-                self.i += 1;
-                if matches!(self.peek(), Some(b'+' | b'-')) {
-                    self.i += 1;
-                }
-                if !digits(self) {
-                    return Err(format!("bad exponent at {start}"));
-                }
-            }
-            let text = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-            text.parse()
-                .map(Value::Number)
-                .map_err(|e| format!("{text}: {e}"))
-        }
-
-        fn string(&mut self) -> Result<String, String> {
-            self.expect(b'"')?;
-            let mut out = Vec::new();
-            loop {
-                let c = self
-                    .peek()
-                    .ok_or_else(|| "unterminated string".to_string())?;
-                self.i += 1;
-                match c {
-                    b'"' => break,
-                    b'\\' => {
-                        let e = self.peek().ok_or_else(|| "bad escape".to_string())?;
-                        self.i += 1;
-                        let ch = match e {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => {
-                                let hex = self
-                                    .s
-                                    .get(self.i..self.i + 4)
-                                    .and_then(|h| std::str::from_utf8(h).ok())
-                                    .and_then(|h| u32::from_str_radix(h, 16).ok())
-                                    .ok_or_else(|| format!("bad \\u escape at {}", self.i))?;
-                                self.i += 4;
-                                // Surrogates are not expected in log lines.
-                                char::from_u32(hex).unwrap_or('\u{fffd}')
-                            }
-                            _ => return Err(format!("bad escape at {}", self.i)),
-                        };
-                        let mut buf = [0; 4];
-                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                    }
-                    c if c < 0x20 => {
-                        return Err(format!("raw control character in a string at {}", self.i))
-                    }
-                    c => out.push(c),
-                }
-            }
-            String::from_utf8(out).map_err(|e| e.to_string())
-        }
-    }
 }
