@@ -316,6 +316,7 @@ mod tests {
         call.rows = 7;
         call.bytes = 99;
         let line = call.render(Code::NotFound, "dataset missing", Duration::from_millis(3));
+        call.written = true; // rendered, not emitted: keep Drop quiet
         assert!(line.starts_with("{\"time\":\""), "{line}");
         for part in [
             "\"peer\":\"127.0.0.1:9\"",
@@ -333,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn client_controlled_fields_cannot_forge_a_text_line() {
+        let logger = Logger::new(Format::Text);
+        let mut call = logger.call("Handshake", None);
+        call.tried_user = Some("x\n2026-01-01T00:00:00.000Z peer=1.2.3.4 user=admin".into());
+        call.certificate = Some("CN\u{2028}evil\"".into());
+        call.user = Some("a user=admin".into());
+        let line = call.render(Code::Unauthenticated, "no", Duration::from_millis(1));
+        call.written = true;
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\u{2028}'), "{line}");
+        assert!(line.contains(r#"user="a user=admin""#), "{line}");
+        assert!(line.contains(r#"tried_user="x\n2026"#), "{line}");
+    }
+
+    #[test]
     fn text_messages_keep_apostrophes_and_escape_quotes() {
         assert_eq!(quote("user 'a'"), "\"user 'a'\"");
         assert_eq!(quote("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
@@ -345,6 +361,7 @@ mod tests {
         call.dataset("uploaded.parquet");
         call.rows = 3;
         let line = call.render(Code::Ok, "", Duration::from_millis(12));
+        call.written = true; // rendered, not emitted: keep Drop quiet
         assert!(
             line.ends_with(
                 "peer=- user=- rpc=DoPut dataset=uploaded.parquet rows=3 bytes=0 ms=12.0 status=OK"
