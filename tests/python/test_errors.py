@@ -125,13 +125,15 @@ def test_multi_element_path(hangar, client):
     assert list(hangar.repo.iterdir()) == []
 
 
-def test_cmd_descriptor(hangar, client):
+def test_cmd_descriptor_that_is_not_a_query(hangar, client):
+    # A CMD descriptor is a hangar query (README, Queries): SQL is not one.
     descriptor = Descriptor.for_command(b"SELECT * FROM uploaded")
-    with raises_exactly(pa.ArrowInvalid, "CMD descriptors are not supported"):
+    with raises_exactly(pa.ArrowInvalid, "the query command is not valid JSON"):
         client.get_flight_info(descriptor)
-    with raises_exactly(pa.ArrowInvalid, "CMD descriptors are not supported"):
+    with raises_exactly(pa.ArrowInvalid, "the query command is not valid JSON"):
         client.get_schema(descriptor)
-    with raises_exactly(pa.ArrowInvalid, "CMD descriptors are not supported"):
+    # And no query names an upload.
+    with raises_exactly(pa.ArrowInvalid, "cannot name an upload"):
         put_table(client, descriptor, SMALL)
     assert list(hangar.repo.iterdir()) == []
 
