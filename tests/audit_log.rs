@@ -13,10 +13,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use hangar::auth::{base64_encode, Role, Users};
 use hangar::json::Value;
-use hangar::proto::{BasicAuth, Criteria, Empty, FlightServiceClient, HandshakeRequest};
-use prost::Message as _;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use hangar::proto::{Empty, FlightServiceClient, HandshakeRequest};
+use tonic::{Code, Request};
 
 use common::{bounded, put, status_of, ticket, TestServer};
 
@@ -52,38 +50,6 @@ fn handshake_request(
         .metadata_mut()
         .insert("authorization", header.parse().unwrap());
     request
-}
-
-/// A Handshake whose credentials are a `BasicAuth` payload (the legacy way):
-/// unlike a Basic header, its user name may hold any character, ':' too.
-async fn handshake_payload(
-    client: &mut FlightServiceClient<Channel>,
-    user: &str,
-    password: &str,
-) -> Result<(), Status> {
-    let payload = BasicAuth {
-        username: user.into(),
-        password: password.into(),
-    }
-    .encode_to_vec();
-    let request = futures::stream::iter(vec![HandshakeRequest {
-        protocol_version: 0,
-        payload: payload.into(),
-    }]);
-    let mut replies = client.handshake(request).await?.into_inner();
-    while replies.message().await?.is_some() {}
-    Ok(())
-}
-
-/// ListFlights with `authorization: <header>`, read to the end.
-async fn list_with(client: &mut FlightServiceClient<Channel>, header: &str) -> Result<(), Status> {
-    let mut request = Request::new(Criteria::default());
-    request
-        .metadata_mut()
-        .insert("authorization", header.parse().unwrap());
-    let mut stream = client.list_flights(request).await?.into_inner();
-    while stream.message().await?.is_some() {}
-    Ok(())
 }
 
 /// The text log lines of `rpc`.
@@ -226,13 +192,14 @@ async fn a_user_name_with_a_newline_cannot_forge_a_text_line() {
         let mut client = FlightServiceClient::new(server.channel().await);
         // The whole forged line as a BasicAuth user name, and a Basic header
         // (whose user name ends at the first ':') with CR LF in it.
-        let status = handshake_payload(&mut client, FORGED, "x")
+        let status = common::handshake_payload(&mut client, FORGED, "x")
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-        let status = list_with(&mut client, &basic("evil\r\n2026-01-01T00", "00:00.000Z x"))
-            .await
-            .unwrap_err();
+        let status =
+            common::list_with_header(&mut client, &basic("evil\r\n2026-01-01T00", "00:00.000Z x"))
+                .await
+                .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
         let log = final_log(&mut server);
@@ -266,12 +233,12 @@ async fn a_user_name_with_a_newline_stays_inside_one_json_line() {
     bounded(async {
         let mut server = server_with_users(&["--log-format", "json"]);
         let mut client = FlightServiceClient::new(server.channel().await);
-        let status = handshake_payload(&mut client, FORGED, "x")
+        let status = common::handshake_payload(&mut client, FORGED, "x")
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         let crlf = "evil\r\n2026-01-01T00";
-        let status = list_with(&mut client, &basic(crlf, "00:00.000Z x"))
+        let status = common::list_with_header(&mut client, &basic(crlf, "00:00.000Z x"))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

@@ -550,7 +550,7 @@ async fn non_ascii_names_are_legal() {
 }
 
 #[tokio::test]
-async fn cmd_descriptors_are_invalid_argument() {
+async fn cmd_descriptors_that_are_not_queries_are_invalid_argument() {
     bounded(async {
         let server = TestServer::start();
         let mut client = server.client().await;
@@ -570,8 +570,9 @@ async fn cmd_descriptors_are_invalid_argument() {
                 status_of(client.poll_flight_info(cmd.clone()).await.unwrap_err()),
             ),
         ];
+        // A CMD descriptor is a query command (README, Queries): JSON.
         for (rpc, status) in &statuses {
-            assert_status(status, Code::InvalidArgument, "CMD", rpc);
+            assert_status(status, Code::InvalidArgument, "not valid JSON", rpc);
         }
         let messages = common::encode_with(
             FlightDataEncoderBuilder::new(),

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use hangar::auth::{base64_encode, Role, Users};
-use hangar::proto::{BasicAuth, Criteria, FlightDescriptor, FlightServiceClient, HandshakeRequest};
+use hangar::proto::{FlightDescriptor, FlightServiceClient, HandshakeRequest};
 use prost::bytes::Bytes;
-use prost::Message as _;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -74,34 +73,9 @@ async fn handshake(
     Ok(String::from_utf8(reply.payload.to_vec()).unwrap())
 }
 
-/// A Handshake carrying a legacy `BasicAuth` payload instead of a header.
-async fn handshake_payload(
-    client: &mut FlightServiceClient<Channel>,
-    user: &str,
-    password: &str,
-) -> Result<String, Status> {
-    let payload = BasicAuth {
-        username: user.into(),
-        password: password.into(),
-    }
-    .encode_to_vec();
-    let request = futures::stream::iter(vec![HandshakeRequest {
-        protocol_version: 0,
-        payload: payload.into(),
-    }]);
-    let mut replies = client.handshake(request).await?.into_inner();
-    let reply = replies.message().await?.expect("a handshake reply");
-    Ok(String::from_utf8(reply.payload.to_vec()).unwrap())
-}
-
+/// ListFlights with a bearer token.
 async fn list_with(client: &mut FlightServiceClient<Channel>, token: &str) -> Result<(), Status> {
-    let mut request = Request::new(Criteria::default());
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let mut stream = client.list_flights(request).await?.into_inner();
-    while stream.message().await?.is_some() {}
-    Ok(())
+    common::list_with_header(client, &format!("Bearer {token}")).await
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -127,7 +101,7 @@ async fn huge_user_names_are_refused_before_anything_is_stored() {
     // Over the 64 KiB request cap: refused while the body is read.
     let mut client = client_from(&server, [127, 0, 0, 2]).await;
     let huge = "u".repeat(16 << 20);
-    let err = bounded("huge", handshake_payload(&mut client, &huge, "x"))
+    let err = bounded("huge", common::handshake_payload(&mut client, &huge, "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -139,7 +113,7 @@ async fn huge_user_names_are_refused_before_anything_is_stored() {
         async move {
             let mut client = client_from(server, [127, 0, 0, n]).await;
             for _ in 0..5 {
-                let err = handshake_payload(&mut client, &long, "x")
+                let err = common::handshake_payload(&mut client, &long, "x")
                     .await
                     .unwrap_err();
                 assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");

@@ -825,3 +825,45 @@ pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// A Handshake whose credentials are a legacy `BasicAuth` payload rather than
+/// a header (its user name may hold any character, ':' too); the token the
+/// first reply carries.
+pub async fn handshake_payload(
+    client: &mut hangar::proto::FlightServiceClient<tonic::transport::Channel>,
+    user: &str,
+    password: &str,
+) -> Result<String, tonic::Status> {
+    use prost::Message as _;
+    let payload = hangar::proto::BasicAuth {
+        username: user.into(),
+        password: password.into(),
+    }
+    .encode_to_vec();
+    let request = futures::stream::iter(vec![hangar::proto::HandshakeRequest {
+        protocol_version: 0,
+        payload: payload.into(),
+    }]);
+    let mut replies = client.handshake(request).await?.into_inner();
+    let first = replies
+        .message()
+        .await?
+        .map(|r| r.payload)
+        .unwrap_or_default();
+    while replies.message().await?.is_some() {}
+    Ok(String::from_utf8_lossy(&first).into_owned())
+}
+
+/// ListFlights with `authorization: <header>`, read to the end.
+pub async fn list_with_header(
+    client: &mut hangar::proto::FlightServiceClient<tonic::transport::Channel>,
+    header: &str,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(hangar::proto::Criteria::default());
+    request
+        .metadata_mut()
+        .insert("authorization", header.parse().unwrap());
+    let mut stream = client.list_flights(request).await?.into_inner();
+    while stream.message().await?.is_some() {}
+    Ok(())
+}
