@@ -779,6 +779,13 @@ impl Scan {
                 ))
             }
         };
+        // Each row group once, in file order: a hand-made ticket must not be
+        // able to make the answer repeat or reorder rows.
+        if row_groups.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "\"row_groups\" must list row group numbers in increasing order, each once",
+            ));
+        }
         let version = get(fields, "version")
             .and_then(Value::as_str)
             .ok_or_else(|| {
@@ -1088,6 +1095,11 @@ mod tests {
         assert_eq!(Scan::from_ticket(&ticket).unwrap(), Some(scan));
         assert_eq!(Scan::from_ticket(b"uploaded.parquet").unwrap(), None);
         assert!(Scan::from_ticket(br#"{"dataset":"t"}"#).is_err());
+        let repeated = br#"{"dataset":"t","row_groups":[1,1],"version":"v"}"#;
+        assert!(Scan::from_ticket(repeated)
+            .unwrap_err()
+            .message()
+            .contains("increasing"));
     }
 
     #[test]
