@@ -185,6 +185,23 @@ async fn a_login_flood_costs_bounded_memory_and_logged_in_users_keep_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_correct_logins_from_one_host_all_succeed() {
+    // Workers on one host logging in at once queue for the password checks;
+    // none is refused for being one of many.
+    let (server, _) = server(&[]);
+    let logins = (0..20).map(|_| {
+        let server = &server;
+        async move {
+            let mut client = client_from(server, [127, 0, 0, 11]).await;
+            handshake(&mut client, &basic(ALICE)).await
+        }
+    });
+    for result in bounded("burst", join_all(logins)).await {
+        result.expect("every correct login succeeds");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_handshakes_cannot_take_the_call_slots() {
     let (server, _) = server(&["--max-concurrent-calls", "8"]);
     let mut alice = client_from(&server, [127, 0, 0, 1]).await;

@@ -21,10 +21,19 @@ pub(super) async fn handshake(
     request: Request<Streaming<HandshakeRequest>>,
 ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
     let mut call = service.call("Handshake", &request);
-    // Not a call slot: handshakes have a small budget of their own.
-    let _slot = match service.handshake_slot(request.remote_addr().map(|a| a.ip())) {
-        Ok(slot) => slot,
-        Err(err) => return Err(call.fail(err)),
+    // Not a call slot. A handshake that carries its credentials in a header
+    // goes straight to the (bounded, queued) password check; one that does
+    // not may sit waiting for its first message, so those have a small
+    // budget of their own, per peer and in all.
+    let carries_header = request.metadata().contains_key("authorization")
+        || request.metadata().contains_key("auth-token-bin");
+    let _slot = if carries_header {
+        None
+    } else {
+        match service.handshake_slot(request.remote_addr().map(|a| a.ip())) {
+            Ok(slot) => Some(slot),
+            Err(err) => return Err(call.fail(err)),
+        }
     };
     if service.auth.is_none() {
         // Without authentication there is nothing to trade: one empty answer,

@@ -221,10 +221,11 @@ impl Hangar {
         }
     }
 
-    /// A place for one Handshake: at most [`HANDSHAKES_PER_PEER`] per peer
-    /// address and [`HANDSHAKES`] in all. Handshakes come before credentials
-    /// are known, so they have this budget of their own instead of the
-    /// call slots that logged-in users need.
+    /// A place for one Handshake without credentials in its headers (it may
+    /// wait for a first message): at most [`HANDSHAKES_PER_PEER`] per peer
+    /// address and [`HANDSHAKES`] in all. They come before credentials are
+    /// known, so they have this budget of their own instead of the call slots
+    /// that logged-in users need.
     fn handshake_slot(&self, peer: Option<IpAddr>) -> Result<HandshakeSlot> {
         let total = self.handshakes.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
