@@ -5,7 +5,8 @@
 //! - [`proto`] holds the Flight protocol types generated from `proto/Flight.proto`.
 //! - [`server`] binds the socket, serves, reloads users on SIGHUP and shuts
 //!   down gracefully; [`transport`] sits between the socket and the service
-//!   (connection limit, request size caps, clean-end-of-stream tracking).
+//!   (accept loop, connection limit, TLS handshake, per-connection tracking,
+//!   request size caps, clean-end-of-stream tracking).
 //! - [`service`] implements the Flight RPCs, one file per RPC family: it checks
 //!   the caller, decodes the request, asks the store, and encodes the reply.
 //! - [`stream`] is the one bridge between blocking workers and async streams
@@ -21,7 +22,8 @@
 //! - [`auth`] owns users, roles, Basic/Bearer headers, tokens and throttling
 //!   (no gRPC inside).
 //! - [`error`] is the one error type, mapped to a gRPC status in one place.
-//! - [`log`] writes one line per RPC, as text or JSON; [`json`] writes and
+//! - [`log`] writes one line per RPC and one per refused connection (folding
+//!   floods into a count), as text or JSON; [`json`] writes and
 //!   reads the JSON that hangar exchanges.
 //! - [`cli`] holds the client commands and `hangar user`; [`duration`] reads
 //!   durations given on the command line.

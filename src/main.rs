@@ -50,7 +50,8 @@ USAGE:
 
 Prints one line on stdout once it accepts connections:
     hangar listening on grpc://HOST:PORT
-Logs (one line per RPC) go to stderr. SIGINT/SIGTERM stop it gracefully.
+Logs (one line per RPC, one per refused connection) go to stderr.
+SIGINT/SIGTERM stop it gracefully.
 
 OPTIONS:
     --listen ADDR              Address to listen on [default: 127.0.0.1:8815]
@@ -64,6 +65,8 @@ OPTIONS:
     --max-message-size BYTES   Largest gRPC message accepted or sent
                                [default: 67108864 (64 MiB)]
     --log-format FORMAT        text or json [default: text]
+    --log-connections          Also log each connection's open and end (calls,
+                               bytes, client certificate), not only refusals
 
 LIMITS:
     --idle-timeout DURATION    Abort an upload that sends nothing, or a download
@@ -72,6 +75,10 @@ LIMITS:
                                [default: 256]
     --max-connections N        Open connections at once; more are closed
                                [default: 1024]
+    --handshake-timeout DURATION
+                               Close a connection that has not finished its TLS
+                               handshake and sent the HTTP/2 preface by then
+                               [default: 10s]
     --max-dataset-bytes BYTES  Refuse uploads whose Parquet file would be larger
                                (RESOURCE_EXHAUSTED; the old version is kept)
                                [default: no limit]
@@ -232,6 +239,12 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Long("max-connections") => {
                 config.max_connections = parse_value(&mut parser, "--max-connections")?
             }
+            Long("handshake-timeout") => {
+                let text: String = parse_value(&mut parser, "--handshake-timeout")?;
+                config.handshake_timeout = parse_bounded(&text, SECOND, 10 * 60 * SECOND)
+                    .map_err(|e| Usage(format!("invalid value for --handshake-timeout: {e}")))?;
+            }
+            Long("log-connections") => config.log_connections = true,
             Long("users") => config.users = Some(parser.value()?.into()),
             Long("token-ttl") => {
                 let text: String = parse_value(&mut parser, "--token-ttl")?;

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_rustls::rustls::ServerConfig;
+use tonic::transport::Server;
 
 use crate::auth::Authenticator;
 use crate::error::{Error, Result};
-use crate::log::{Format, Logger};
+use crate::log::{ConnectionLog, Format, Logger};
 use crate::service::{Hangar, Limits};
 use crate::store::{Codec, Store};
 
@@ -40,6 +41,12 @@ pub struct Config {
     pub max_dataset_bytes: Option<u64>,
     /// Open connections at once (`--max-connections`); more are closed at once.
     pub max_connections: usize,
+    /// From accept to a finished TLS handshake and HTTP/2 preface
+    /// (`--handshake-timeout`); slower connections are closed and logged.
+    pub handshake_timeout: Duration,
+    /// Log every connection's open and end, not only refusals
+    /// (`--log-connections`).
+    pub log_connections: bool,
 }
 
 /// Largest header block a client may send; Flight headers are tiny, so this
@@ -55,22 +62,21 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn server_config(&self) -> Result<ServerTlsConfig> {
+    fn server_config(&self) -> Result<Arc<ServerConfig>> {
         let read = |path: &PathBuf, what: &str| {
             std::fs::read(path)
                 .map_err(|e| Error::io(format!("reading {what} {}", path.display()), e))
         };
-        let identity = Identity::from_pem(
-            read(&self.cert, "--tls-cert")?,
-            read(&self.key, "--tls-key")?,
-        );
-        let mut config = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.client_ca {
-            config = config
-                .client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?))
-                .client_auth_optional(false);
-        }
-        Ok(config)
+        let client_ca = match &self.client_ca {
+            Some(ca) => Some(read(ca, "--tls-client-ca")?),
+            None => None,
+        };
+        crate::transport::server_config(
+            &read(&self.cert, "--tls-cert")?,
+            &read(&self.key, "--tls-key")?,
+            client_ca.as_deref(),
+        )
+        .map_err(Error::InvalidArgument)
     }
 }
 
@@ -88,6 +94,8 @@ impl Default for Config {
             tls: None,
             max_dataset_bytes: None,
             max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            log_connections: false,
         }
     }
 }
@@ -99,7 +107,7 @@ pub struct Bound {
     config: Config,
     store: Arc<Store>,
     auth: Option<Arc<Authenticator>>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<ServerConfig>>,
     /// Registered before the listening line, so an early SIGHUP cannot kill us.
     hangups: Option<tokio::signal::unix::Signal>,
 }
@@ -187,21 +195,34 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         "serving repository {} on {scheme}://{addr} ({access})",
         store.root().display()
     ));
-    let incoming = crate::transport::limit_connections(listener, config.max_connections, log);
-
-    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
-    }
+    let connections = ConnectionLog::new(log, config.log_connections);
+    let flusher = connections.spawn_flusher();
+    let settings = crate::transport::Settings {
+        max_connections: config.max_connections,
+        handshake_timeout: config.handshake_timeout,
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = builder
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    tokio::pin!(serve);
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
+    let router = Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .add_service(service.into_server());
+    // TLS is done in our accept path (transport::tls), not by tonic, so
+    // refused handshakes are logged; the two kinds of connection are two
+    // types, hence two instances of tonic's serve loop.
+    type Serving =
+        std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), tonic::transport::Error>>>>;
+    let mut serve: Serving = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            crate::transport::incoming_tls(listener, settings, connections.clone(), tls),
+            stop,
+        )),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            crate::transport::incoming_plain(listener, settings, connections.clone()),
+            stop,
+        )),
+    };
     let served = tokio::select! {
         result = &mut serve => result,
         () = shutdown => {
@@ -216,6 +237,8 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
             }
         }
     };
+    flusher.abort();
+    connections.flush_all();
     let removed = store.sweep_temporary_files().unwrap_or(0);
     if removed > 0 {
         log.event(&format!("removed {removed} temporary upload file(s)"));

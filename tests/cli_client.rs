@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use common::TestServer;
+use common::{certificates, python, TestServer};
 use hangar::json::Value;
 
 /// How long one client command may take.
@@ -325,23 +325,6 @@ fn items(value: &Value) -> &[Value] {
 }
 
 // ------------------------------------------------------ the cookbook server
-
-/// The interpreter for the pyarrow server: `HANGAR_PYTHON`, else the
-/// repository's `.venv` (what `bash .ci/run` creates).
-fn python() -> PathBuf {
-    let python = match std::env::var_os("HANGAR_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-    };
-    assert!(
-        python.exists(),
-        "no Python interpreter at {}: the cookbook-server tests cannot run. Run `bash .ci/run`, \
-         or `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`, \
-         or point HANGAR_PYTHON at an interpreter with pyarrow",
-        python.display()
-    );
-    python
-}
 
 /// How long a Python server may take to start (importing pyarrow is slow).
 const PYTHON_STARTUP: Duration = Duration::from_secs(60);
@@ -942,29 +925,6 @@ fn credentials_go_only_to_the_server_named_by_server_unless_trust_locations() {
         trusted.stderr
     );
     assert_same_table(&data, read_parquet(&dir.join("out.parquet")));
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by
-/// the pyarrow TLS tests' generator (tests/python/test_auth.py), so there is
-/// one certificate recipe in the repository.
-fn certificates(dir: &Path) {
-    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
-    let made = Command::new(python())
-        .current_dir(&python_dir)
-        .args([
-            "-c",
-            "import pathlib, sys; sys.path.insert(0, '.'); \
-             from test_auth import _make_certificates; \
-             _make_certificates(pathlib.Path(sys.argv[1]))",
-        ])
-        .arg(dir)
-        .output()
-        .expect("running python");
-    assert!(
-        made.status.success(),
-        "generating certificates: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
 }
 
 #[test]

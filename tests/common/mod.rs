@@ -867,3 +867,43 @@ pub async fn list_with_header(
     while stream.message().await?.is_some() {}
     Ok(())
 }
+
+/// The Python interpreter that has pyarrow and cryptography: `HANGAR_PYTHON`,
+/// else the repository's `.venv` (what `bash .ci/run` creates).
+pub fn python() -> PathBuf {
+    let python = match std::env::var_os("HANGAR_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    };
+    assert!(
+        python.exists(),
+        "no Python interpreter at {}: tests that need Python cannot run. Run `bash .ci/run`, \
+         or `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt`, \
+         or point HANGAR_PYTHON at an interpreter with pyarrow",
+        python.display()
+    );
+    python
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by
+/// the pyarrow TLS tests' generator (tests/python/test_auth.py), so there is
+/// one certificate recipe in the repository.
+pub fn certificates(dir: &Path) {
+    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let made = Command::new(python())
+        .current_dir(&python_dir)
+        .args([
+            "-c",
+            "import pathlib, sys; sys.path.insert(0, '.'); \
+             from test_auth import _make_certificates; \
+             _make_certificates(pathlib.Path(sys.argv[1]))",
+        ])
+        .arg(dir)
+        .output()
+        .expect("running python");
+    assert!(
+        made.status.success(),
+        "generating certificates: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}

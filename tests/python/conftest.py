@@ -123,8 +123,9 @@ class HangarServer:
         self.port = int(match.group(2))
 
     def stderr_text(self):
-        """Everything the server has logged so far."""
-        self._log.flush()
+        """Everything the server has logged so far (all of it once stopped)."""
+        if not self._log.closed:
+            self._log.flush()
         return pathlib.Path(self._log_path).read_text(encoding="utf-8", errors="replace")
 
     def wait_for_log(self, predicate, what, timeout=LOG_TIMEOUT):

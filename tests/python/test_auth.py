@@ -253,8 +253,10 @@ def _write_pem(path, data):
 
 
 def _make_certificates(directory):
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate
-    with CN "alice-client", all signed by the CA; PEM files in `directory`."""
+    """A CA, a server certificate for 127.0.0.1/localhost, a client certificate
+    with CN "alice-client" and an expired one with CN "old-bob", all signed by
+    the CA, and a client certificate "mallory" from another CA; PEM files in
+    `directory`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -272,15 +274,16 @@ def _make_certificates(directory):
             serialization.NoEncryption(),
         )
 
-    def build(subject, key, issuer, issuer_key, ca, extensions=()):
+    def build(subject, key, issuer, issuer_key, ca, extensions=(), expired=False):
+        not_after = now + datetime.timedelta(days=-1 if expired else 2)
         builder = (
             x509.CertificateBuilder()
             .subject_name(name(subject))
             .issuer_name(name(issuer))
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
+            .not_valid_before(now - datetime.timedelta(days=10))
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
         for extension in extensions:
@@ -308,6 +311,10 @@ def _make_certificates(directory):
     client_key = new_key()
     client = build("alice-client", client_key, "hangar test CA", ca_key, ca=False,
                    extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])])
+    # A client certificate the CA signed, but no longer valid.
+    expired_key = new_key()
+    expired = build("old-bob", expired_key, "hangar test CA", ca_key, ca=False, expired=True,
+                    extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])])
     # A client certificate from a CA the server does not trust.
     rogue_key = new_key()
     rogue = build("mallory", rogue_key, "mallory", rogue_key, ca=False,
@@ -322,6 +329,8 @@ def _make_certificates(directory):
         "client_key": _write_pem(directory / "client.key", key_pem(client_key)),
         "rogue_cert": _write_pem(directory / "rogue.pem", pem(rogue)),
         "rogue_key": _write_pem(directory / "rogue.key", key_pem(rogue_key)),
+        "expired_cert": _write_pem(directory / "expired.pem", pem(expired)),
+        "expired_key": _write_pem(directory / "expired.key", key_pem(expired_key)),
     }
 
 

@@ -1,4 +1,5 @@
-//! One line per RPC on stderr, as text or JSON lines (`--log-format`).
+//! One line per RPC on stderr, as text or JSON lines (`--log-format`); and,
+//! in [`connection`], one per connection that ends without carrying a call.
 //!
 //! Auditors read these lines to see exactly what crossed the wire, so every line
 //! has the same fields in the same order: time, peer, user, RPC, dataset, rows,
@@ -7,6 +8,11 @@
 //! when its handler was dropped because the client left, by `Drop` with
 //! CANCELLED. Credentials never reach this module, and every value a client
 //! controls is escaped, so no value can forge a line.
+
+mod connection;
+mod summary;
+
+pub use connection::{shorten, ConnectionLog, Ended};
 
 use std::fmt::Write as _;
 use std::io::Write as _;
