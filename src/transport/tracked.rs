@@ -106,7 +106,7 @@ impl<IO> Tracked<IO> {
                 other => format!("read error: {}", io::Error::from(other)),
             };
         }
-        if self.client_closed {
+        if self.client_closed || self.inbound.frames.goodbye {
             return match self.inbound.preface_seen {
                 0 => "closed by the client before sending anything".into(),
                 n if n < PREFACE.len() => "http2: closed by the client during the preface".into(),
@@ -293,6 +293,8 @@ struct Frames {
     payload: Vec<u8>,
     /// The error code and debug data of the last GOAWAY with an error.
     goaway: Option<(u32, Vec<u8>)>,
+    /// Whether any GOAWAY went by (a client's, without error, is its goodbye).
+    goodbye: bool,
 }
 
 /// How much of a GOAWAY's debug data is kept for the log.
@@ -335,6 +337,7 @@ impl Frames {
     }
 
     fn end_frame(&mut self) {
+        self.goodbye |= self.kind == GOAWAY;
         if self.kind == GOAWAY && self.payload.len() >= 8 {
             let p = &self.payload;
             let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
@@ -426,6 +429,7 @@ mod tests {
         payload.extend(NO_ERROR.to_be_bytes());
         frames.feed(&frame(GOAWAY, 0, &payload), |_, _| {});
         assert_eq!(frames.goaway, None);
+        assert!(frames.goodbye);
         let mut payload = 0u32.to_be_bytes().to_vec();
         payload.extend(6u32.to_be_bytes());
         payload.extend(b"too big");
