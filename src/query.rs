@@ -467,15 +467,18 @@ fn literal(column: &str, value: &Value, target: &DataType) -> Result<ArrayRef> {
     };
     let cast = suits
         .then(|| {
-            cast_with_options(
+            let array = cast_with_options(
                 &source,
-                target,
+                &cast_type(target),
                 &CastOptions {
                     safe: false,
                     ..CastOptions::default()
                 },
             )
-            .ok()
+            .ok()?;
+            // The same instants, typed like the column.
+            let data = array.to_data().into_builder().data_type(target.clone());
+            data.build().ok().map(arrow_array::make_array)
         })
         .flatten()
         .filter(|a| a.null_count() == 0);
@@ -485,6 +488,20 @@ fn literal(column: &str, value: &Value, target: &DataType) -> Result<ArrayRef> {
              type {target}"
         ))
     })
+}
+
+/// The type a literal is cast to before it takes its column's type. Arrow
+/// (built without its chrono-tz feature) parses fixed offsets as time zones
+/// but no names, so a timestamp column in "UTC" (what pandas and pyarrow
+/// write) would refuse every literal: its literals are read as "+00:00",
+/// which is the same instants and the same reading of a naive literal.
+fn cast_type(target: &DataType) -> DataType {
+    match target {
+        DataType::Timestamp(unit, Some(tz)) if ["UTC", "Etc/UTC"].contains(&tz.as_ref()) => {
+            DataType::Timestamp(*unit, Some("+00:00".into()))
+        }
+        other => other.clone(),
+    }
 }
 
 /// A condition bound to a column's type, ready to evaluate.
@@ -646,7 +663,11 @@ impl Predicate {
                     and(&cmp(Op::Eq, &min, &lit)?, &cmp(Op::Eq, &max, &lit)?),
                 ),
                 Op::Ne => (
-                    unknown_is_true(&or(&cmp(Op::Ne, &min, &lit)?, &cmp(Op::Ne, &max, &lit)?)),
+                    // Unknown bounds keep the group: `or` alone reads them as false.
+                    or(
+                        &unknown_is_true(&cmp(Op::Ne, &min, &lit)?),
+                        &unknown_is_true(&cmp(Op::Ne, &max, &lit)?),
+                    ),
                     or(&cmp(Op::Lt, &max, &lit)?, &cmp(Op::Gt, &min, &lit)?),
                 ),
                 Op::Lt => (
@@ -1085,6 +1106,32 @@ mod tests {
     }
 
     #[test]
+    fn literals_bind_to_timestamps_in_utc() {
+        use arrow_array::TimestampMicrosecondArray;
+        let micros = |text: &str| {
+            let tz = Schema::new(vec![Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            )]);
+            let q = Query::from_command(
+                format!(r#"{{"dataset":"t","filter":[["t","<",{text:?}]]}}"#).as_bytes(),
+            )
+            .unwrap();
+            let (_, p) = q.bind(&tz).unwrap();
+            assert_eq!(p[0].literals[0].data_type(), tz.field(0).data_type());
+            let lit = p[0].literals[0].as_any();
+            lit.downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap()
+                .value(0)
+        };
+        let midnight = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z
+        assert_eq!(micros("2024-01-01T00:00:00Z"), midnight);
+        assert_eq!(micros("2024-01-01T00:00:00"), midnight);
+        assert_eq!(micros("2024-01-01T02:00:00+02:00"), midnight);
+    }
+
+    #[test]
     fn tickets_roundtrip_and_plain_names_are_not_tickets() {
         let q = Query::from_command(
             br#"{"dataset":"t","columns":["n"],"filter":[["n",">",1],["city","in",["a","b"]],["n","is not null"]]}"#,
@@ -1174,6 +1221,11 @@ mod tests {
         assert_eq!(
             prune(r#"{"dataset":"t","filter":[["n","is null"]]}"#).0,
             [false, true, true]
+        );
+        // Group 2 has no statistics (a file written without them): kept.
+        assert_eq!(
+            prune(r#"{"dataset":"t","filter":[["n","!=",25]]}"#),
+            (vec![true, true, true], vec![true, false, false])
         );
     }
 

@@ -29,7 +29,11 @@ pub(super) async fn do_get(
         let store = service.store.clone();
         let rows = service.limits.batch_rows;
         // A JSON ticket is a query's scan; anything else names a dataset.
-        match Scan::from_ticket(ticket)? {
+        let scan = {
+            let (ticket, store) = (ticket.clone(), store.clone());
+            blocking(move || scan_or_name(&ticket, |name| store.info(name).is_ok())).await?
+        };
+        match scan {
             Some(scan) => {
                 call.dataset(&scan.dataset);
                 let compression = scan.compression;
@@ -72,6 +76,20 @@ pub(super) async fn do_get(
         ))),
     });
     Ok(Response::new(Box::pin(replies)))
+}
+
+/// A query ticket's scan, or `None` for a ticket that names a dataset. A
+/// legal dataset name may start with '{' (GetFlightInfo's ticket for it is
+/// that name): a ticket that is no valid scan but names an existing dataset
+/// (`is_dataset`, only asked then) reads that dataset.
+fn scan_or_name(ticket: &[u8], is_dataset: impl FnOnce(&str) -> bool) -> Result<Option<Scan>> {
+    match Scan::from_ticket(ticket) {
+        Ok(scan) => Ok(scan),
+        Err(err) => match name_from_bytes(ticket, "ticket") {
+            Ok(name) if is_dataset(&name) => Ok(None),
+            _ => Err(err),
+        },
+    }
 }
 
 /// The DoGet worker and what it owns until the stream ends: the call's log
@@ -127,5 +145,23 @@ impl Worker {
                 )),
                 SendError::Closed => Error::Cancelled("the client went away during DoGet".into()),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dataset_name_starting_with_a_brace_is_still_a_name() {
+        let exists = |name: &str| name == "{odd}.parquet";
+        assert_eq!(scan_or_name(b"{odd}.parquet", exists).unwrap(), None);
+        assert_eq!(scan_or_name(b"plain", exists).unwrap(), None);
+        let err = scan_or_name(b"{other}", exists).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("not valid JSON"), "{err}");
+        let scan = br#"{"dataset":"d","row_groups":[0],"version":"v"}"#;
+        let never = |_: &str| -> bool { panic!("a valid scan is not looked up") };
+        assert_eq!(scan_or_name(scan, never).unwrap().unwrap().dataset, "d");
     }
 }
