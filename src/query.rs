@@ -493,11 +493,12 @@ fn literal(column: &str, value: &Value, target: &DataType) -> Result<ArrayRef> {
 /// The type a literal is cast to before it takes its column's type. Arrow
 /// (built without its chrono-tz feature) parses fixed offsets as time zones
 /// but no names, so a timestamp column in "UTC" (what pandas and pyarrow
-/// write) would refuse every literal: its literals are read as "+00:00",
-/// which is the same instants and the same reading of a naive literal.
+/// write), or in any named zone, would refuse every literal. Its literals
+/// are read as "+00:00" instead: a literal with an offset is the same instant
+/// either way, and a literal without one is read as UTC (README, Queries).
 fn cast_type(target: &DataType) -> DataType {
     match target {
-        DataType::Timestamp(unit, Some(tz)) if ["UTC", "Etc/UTC"].contains(&tz.as_ref()) => {
+        DataType::Timestamp(unit, Some(tz)) if !tz.starts_with(['+', '-']) => {
             DataType::Timestamp(*unit, Some("+00:00".into()))
         }
         other => other.clone(),
@@ -1129,6 +1130,34 @@ mod tests {
         assert_eq!(micros("2024-01-01T00:00:00Z"), midnight);
         assert_eq!(micros("2024-01-01T00:00:00"), midnight);
         assert_eq!(micros("2024-01-01T02:00:00+02:00"), midnight);
+    }
+
+    #[test]
+    fn timestamps_in_named_zones_take_literals_read_as_utc() {
+        let s = Schema::new(vec![Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Second, Some("Europe/Oslo".into())),
+            true,
+        )]);
+        let q = Query::from_command(
+            br#"{"dataset":"d","filter":[["t",">=","1970-01-01T01:00:00"],["t","<=","1970-01-01T03:00:00+02:00"]]}"#,
+        )
+        .unwrap();
+        let (_, predicates) = q.bind(&s).unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(s.clone()),
+            vec![Arc::new(
+                arrow_array::TimestampSecondArray::from(vec![3599, 3600, 3601])
+                    .with_timezone("Europe/Oslo"),
+            )],
+        )
+        .unwrap();
+        let keep: Vec<bool> = evaluate_all(&predicates, &batch)
+            .unwrap()
+            .iter()
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(keep, [false, true, false]);
     }
 
     #[test]
