@@ -570,8 +570,14 @@ async fn cmd_descriptors_are_invalid_argument() {
                 status_of(client.poll_flight_info(cmd.clone()).await.unwrap_err()),
             ),
         ];
+        // A CMD descriptor is a JSON query (tests/query.rs); a bare name is not one.
         for (rpc, status) in &statuses {
-            assert_status(status, Code::InvalidArgument, "CMD", rpc);
+            assert_status(
+                status,
+                Code::InvalidArgument,
+                "query command is not valid JSON",
+                rpc,
+            );
         }
         let messages = common::encode_with(
             FlightDataEncoderBuilder::new(),
