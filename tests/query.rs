@@ -515,7 +515,7 @@ async fn projection_filter_and_partitions_match_an_in_memory_filter() {
                 Cond {
                     column: 0,
                     op: Op::Lt,
-                    literals: vec![lit_i(880)],
+                    literals: vec![lit_i(882)],
                 },
                 Cond {
                     column: 1,
@@ -530,7 +530,7 @@ async fn projection_filter_and_partitions_match_an_in_memory_filter() {
                 Cond {
                     column: 2,
                     op: Op::In,
-                    literals: vec![lit_f(-5.0), lit_f(1.5), lit_i(7)],
+                    literals: vec![lit_f(-5.0), lit_f(-4.0), lit_i(0), lit_f(1.5), lit_i(7)],
                 },
             ],
             partitions: 4,
@@ -538,6 +538,13 @@ async fn projection_filter_and_partitions_match_an_in_memory_filter() {
         };
         let (want, _) = expected(&rows, &query);
         assert!(want.len() > 20, "the filter keeps rows: {}", want.len());
+        // The bounds are sharp: row 250 matches, row 882 would but for `< 882`.
+        assert_eq!(want[0], [V::F(0.0), V::I(250)]);
+        let mut open = query.clone();
+        open.filter.remove(1);
+        assert!(expected(&rows, &open)
+            .0
+            .contains(&vec![V::F(-4.0), V::I(882)]));
         for dataset in ["up", "direct"] {
             let json = command(dataset, &query, "");
             let (info, got) = ask(&mut client, &json).await.unwrap();
