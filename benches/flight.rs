@@ -54,7 +54,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use arrow_array::builder::StringBuilder;
@@ -70,6 +70,9 @@ use hangar::ipc::{Decoded, Decoder, Encoder};
 use hangar::service::Limits;
 use hangar::store::{Codec, Store};
 use tonic::transport::{Channel, Endpoint};
+
+mod support;
+use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -88,43 +91,12 @@ const REFERENCE_LATENCY_BUDGET: Duration = Duration::from_secs(20);
 /// How often memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
-/// Child processes to kill if the watchdog fires.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("flight benchmark: run it with `cargo bench --bench flight`");
-        return;
-    }
+    support::only_under_cargo_bench("flight");
     let config = Config::from_env();
-    let limit = config.timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("flight benchmark: overran HANGAR_BENCH_TIMEOUT_S ({limit:?}); aborting");
-        kill_children();
-        std::process::exit(2);
-    });
-    let status = match run(&config) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("flight benchmark failed: {err}");
-            1
-        }
-    };
-    kill_children();
-    std::process::exit(status);
-}
-
-fn kill_children() {
-    let pids = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    for pid in pids {
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-    }
+    support::run_with_watchdog("flight", config.timeout, "HANGAR_BENCH_TIMEOUT_S", || {
+        run(&config)
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -145,19 +117,6 @@ struct Config {
     bin: PathBuf,
     static_bin: Option<PathBuf>,
     timeout: Duration,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => match text.trim().parse() {
-            Ok(value) => value,
-            Err(_) => {
-                eprintln!("ignoring {name}={text:?}: not a valid value");
-                default
-            }
-        },
-        _ => default,
-    }
 }
 
 impl Config {
@@ -260,19 +219,6 @@ fn make_table(rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
             make_batch(&schema, start as i64, n, start as u64)
         })
         .collect()
-}
-
-/// Bytes of Arrow data in a batch: the buffers its rows use (no capacity slack).
-fn arrow_bytes(batch: &RecordBatch) -> u64 {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
-        })
-        .sum()
 }
 
 /// The client's DoPut stream, encoded once up front so every run (and both
@@ -411,10 +357,7 @@ impl Server {
         let mut child = command
             .spawn()
             .map_err(|e| format!("spawning the {} server: {e}", kind.label()))?;
-        CHILDREN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(child.id());
+        support::register_child(child.id());
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let (tx, rx) = mpsc::channel::<(String, Instant)>();
         std::thread::spawn(move || {
@@ -478,11 +421,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let pid = self.child.id();
-        CHILDREN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|p| *p != pid);
+        support::forget_child(self.child.id());
     }
 }
 
@@ -683,23 +622,6 @@ impl Rate {
     fn rows_s(&self) -> f64 {
         self.rows as f64 / self.secs
     }
-}
-
-/// CPU time (user + system) of a process so far, from /proc/PID/stat, in
-/// seconds (USER_HZ is 100 on Linux).
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Measures the CPU time a server and this process spend over an interval.
@@ -1351,41 +1273,6 @@ fn startup(
 
 // ---------------------------------------------------------------------------
 // Machine
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU")
-        .to_string();
-    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let ram_gib = meminfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|kib| kib / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    format!("{cpus} CPUs ({model}), {ram_gib:.1} GiB RAM")
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 // ---------------------------------------------------------------------------
 // Report

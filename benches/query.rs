@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use arrow_array::builder::StringBuilder;
@@ -55,6 +55,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::{stream, StreamExt, TryStreamExt};
 use hangar::json::Value;
 use tonic::transport::{Channel, Endpoint};
+
+mod support;
+use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 type Client = FlightServiceClient<Channel>;
@@ -72,42 +75,12 @@ const BATCH_ROWS: usize = 65_536;
 const BASE_TS_US: i64 = 1_704_067_200_000_000;
 const DATASET: &str = "events.parquet";
 
-/// The server, killed by the watchdog if the run overruns.
-static CHILD: Mutex<Option<u32>> = Mutex::new(None);
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("query benchmark: run it with `cargo bench --bench query`");
-        return;
-    }
+    support::only_under_cargo_bench("query");
     let config = Config::from_env();
-    let limit = config.timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("query benchmark: overran HANGAR_QBENCH_TIMEOUT_S ({limit:?}); aborting");
-        kill_child();
-        std::process::exit(2);
-    });
-    let status = match run(&config) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("query benchmark failed: {err}");
-            1
-        }
-    };
-    kill_child();
-    std::process::exit(status);
-}
-
-fn kill_child() {
-    if let Some(pid) = *CHILD.lock().unwrap_or_else(|p| p.into_inner()) {
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-    }
+    support::run_with_watchdog("query", config.timeout, "HANGAR_QBENCH_TIMEOUT_S", || {
+        run(&config)
+    })
 }
 
 struct Config {
@@ -116,16 +89,6 @@ struct Config {
     dir: PathBuf,
     bin: PathBuf,
     timeout: Duration,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) if !text.trim().is_empty() => text.trim().parse().unwrap_or_else(|_| {
-            eprintln!("ignoring {name}={text:?}: not a valid value");
-            default
-        }),
-        _ => default,
-    }
 }
 
 impl Config {
@@ -200,19 +163,6 @@ fn make_batch(schema: &SchemaRef, start: usize, rows: usize) -> RecordBatch {
     RecordBatch::try_new(schema.clone(), columns).expect("batch matches schema")
 }
 
-/// Bytes of Arrow data in a batch: the buffers its rows use.
-fn arrow_bytes(batch: &RecordBatch) -> u64 {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
-        })
-        .sum()
-}
-
 /// Row `i`'s timestamp as the ISO 8601 text a filter takes.
 fn ts_text(i: usize) -> Res<String> {
     let array = TimestampMicrosecondArray::from(vec![ts(i)]);
@@ -242,7 +192,7 @@ impl Server {
             .stderr(Stdio::from(fs::File::create(log)?))
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
-        *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id());
+        support::register_child(child.id());
         let stdout = child.stdout.take().ok_or("no stdout pipe")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -282,20 +232,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        support::forget_child(self.child.id());
     }
-}
-
-/// CPU time (user + system) of a process so far, in seconds, from
-/// /proc/PID/stat (USER_HZ is 100 on Linux).
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
 }
 
 // ---------------------------------------------------------------------------
@@ -648,26 +586,6 @@ fn run(config: &Config) -> Res<()> {
 
 // ---------------------------------------------------------------------------
 // Report
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
-        .map_or("unknown CPU", str::trim)
-        .to_string();
-    format!("{cpus} CPUs ({model})")
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 struct Header {
     machine: String,
