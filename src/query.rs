@@ -741,23 +741,15 @@ impl Scan {
 
     /// The ticket's bytes: readable JSON.
     pub fn to_ticket(&self) -> Vec<u8> {
-        let mut fields = vec![("dataset", Value::from(self.dataset.as_str()))];
-        if let Some(columns) = &self.columns {
-            let names = columns.iter().map(|c| Value::from(c.as_str())).collect();
-            fields.push(("columns", Value::Array(names)));
-        }
-        if !self.filter.is_empty() {
-            let conditions = self.filter.iter().map(Condition::to_json).collect();
-            fields.push(("filter", Value::Array(conditions)));
-        }
         let groups = self.row_groups.iter().map(|&g| Value::from(g)).collect();
-        fields.push(("row_groups", Value::Array(groups)));
-        if let Some(limit) = self.limit {
-            fields.push(("limit", Value::from(limit)));
-        }
-        if let Some(compression) = self.compression {
-            fields.push(("compression", Value::from(compression.as_str())));
-        }
+        let mut fields = json_fields(
+            &self.dataset,
+            self.columns.as_deref(),
+            &self.filter,
+            Some(("row_groups", Value::Array(groups))),
+            self.limit,
+            self.compression,
+        );
         fields.push(("version", Value::from(self.version.as_str())));
         Value::object(fields).to_string().into_bytes()
     }
@@ -829,26 +821,47 @@ impl Scan {
 impl Query {
     /// The command's JSON bytes, for a CMD descriptor.
     pub fn to_command(&self) -> Vec<u8> {
-        let mut fields = vec![("dataset", Value::from(self.dataset.as_str()))];
-        if let Some(columns) = &self.columns {
-            let names = columns.iter().map(|c| Value::from(c.as_str())).collect();
-            fields.push(("columns", Value::Array(names)));
-        }
-        if !self.filter.is_empty() {
-            let conditions = self.filter.iter().map(Condition::to_json).collect();
-            fields.push(("filter", Value::Array(conditions)));
-        }
-        if self.partitions != 1 {
-            fields.push(("partitions", Value::from(self.partitions)));
-        }
-        if let Some(limit) = self.limit {
-            fields.push(("limit", Value::from(limit)));
-        }
-        if let Some(compression) = self.compression {
-            fields.push(("compression", Value::from(compression.as_str())));
-        }
+        let partitions =
+            (self.partitions != 1).then(|| ("partitions", Value::from(self.partitions)));
+        let fields = json_fields(
+            &self.dataset,
+            self.columns.as_deref(),
+            &self.filter,
+            partitions,
+            self.limit,
+            self.compression,
+        );
         Value::object(fields).to_string().into_bytes()
     }
+}
+
+/// The keys a command and a ticket share, in the order both write them, with
+/// the one each adds of its own (`partitions`, `row_groups`) in the middle.
+fn json_fields(
+    dataset: &str,
+    columns: Option<&[String]>,
+    filter: &[Condition],
+    own: Option<(&'static str, Value)>,
+    limit: Option<u64>,
+    compression: Option<IpcCompression>,
+) -> Vec<(&'static str, Value)> {
+    let mut fields = vec![("dataset", Value::from(dataset))];
+    if let Some(columns) = columns {
+        let names = columns.iter().map(|c| Value::from(c.as_str())).collect();
+        fields.push(("columns", Value::Array(names)));
+    }
+    if !filter.is_empty() {
+        let conditions = filter.iter().map(Condition::to_json).collect();
+        fields.push(("filter", Value::Array(conditions)));
+    }
+    fields.extend(own);
+    if let Some(limit) = limit {
+        fields.push(("limit", Value::from(limit)));
+    }
+    if let Some(compression) = compression {
+        fields.push(("compression", Value::from(compression.as_str())));
+    }
+    fields
 }
 
 /// Parses the CLI's `--where` text into filter conditions, one to one with
