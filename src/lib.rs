@@ -6,7 +6,8 @@
 //! - [`server`] binds the socket, serves, reloads users on SIGHUP and shuts
 //!   down gracefully; [`transport`] sits between the socket and the service
 //!   (accept loop, connection limit, TLS handshake, per-connection tracking,
-//!   request size caps, clean-end-of-stream tracking).
+//!   request size caps, clean-end-of-stream tracking); [`discovery`] adds
+//!   what generic gRPC tools look for (server reflection, health).
 //! - [`service`] implements the Flight RPCs, one file per RPC family: it checks
 //!   the caller, decodes the request, asks the store, and encodes the reply.
 //! - [`stream`] is the one bridge between blocking workers and async streams
@@ -34,6 +35,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod discovery;
 pub mod duration;
 pub mod error;
 pub mod ipc;

@@ -26,6 +26,7 @@ USAGE:
 COMMANDS:
     serve       Run the Flight server over a folder of Parquet files
     user        Manage the users file (add, rm, list) for 'serve --users'
+    proto       Print the compiled-in Flight.proto and its SHA-256
 
 CLIENT COMMANDS (talk to any Arrow Flight server; --server URI or $HANGAR_SERVER):
     put         Upload a Parquet or Arrow IPC file: hangar put NAME FILE
@@ -67,6 +68,13 @@ OPTIONS:
     --log-format FORMAT        text or json [default: text]
     --log-connections          Also log each connection's open and end (calls,
                                bytes, client certificate), not only refusals
+    --no-reflection            Do not serve gRPC server reflection (by default
+                               grpcurl and similar tools can list and describe
+                               the services without a proto file)
+    --no-health                Do not serve the standard gRPC health service
+                               (grpc.health.v1.Health: SERVING once the
+                               repository is open, NOT_SERVING while shutting
+                               down)
 
 LIMITS:
     --idle-timeout DURATION    Abort an upload that sends nothing, or a download
@@ -95,6 +103,23 @@ AUTHENTICATION AND TLS:
                                address (passwords and tokens cross the network
                                in clear text)
     -h, --help                 Print this help
+";
+
+const PROTO_HELP: &str = "\
+hangar proto — print the Flight.proto this binary was built from
+
+USAGE:
+    hangar proto [--sha256]
+
+Writes the file, byte for byte, to stdout and its SHA-256 to stderr, so it can
+be checked against upstream (apache/arrow, format/Flight.proto):
+    hangar proto | diff - Flight.proto
+    hangar proto --sha256        # only '<hex>  Flight.proto' on stdout,
+                                 # as sha256sum prints it
+
+OPTIONS:
+    --sha256      Print only the digest line
+    -h, --help    Print this help
 ";
 
 const USER_HELP: &str = "\
@@ -132,6 +157,10 @@ enum Command {
     Serve(Config),
     User(UserCommand),
     Client(hangar::cli::Invocation),
+    /// `hangar proto`: the compiled-in Flight.proto, or only its digest.
+    Proto {
+        digest_only: bool,
+    },
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -156,6 +185,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(config) => serve(config),
+        Command::Proto { digest_only } => proto(digest_only),
         Command::User(command) => match hangar::cli::user::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -176,6 +206,7 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
         Some(Short('V') | Long("version")) => Ok(Command::Version),
         Some(Value(cmd)) if cmd == "serve" => parse_serve(parser),
         Some(Value(cmd)) if cmd == "user" => parse_user(parser),
+        Some(Value(cmd)) if cmd == "proto" => parse_proto(parser),
         Some(Value(cmd)) if hangar::cli::is_command(&cmd) => {
             match hangar::cli::parse(&cmd.to_string_lossy(), parser).map_err(Usage)? {
                 hangar::cli::Parsed::Help(text) => Ok(Command::Help(text)),
@@ -245,6 +276,8 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
                     .map_err(|e| Usage(format!("invalid value for --handshake-timeout: {e}")))?;
             }
             Long("log-connections") => config.log_connections = true,
+            Long("no-reflection") => config.reflection = false,
+            Long("no-health") => config.health = false,
             Long("users") => config.users = Some(parser.value()?.into()),
             Long("token-ttl") => {
                 let text: String = parse_value(&mut parser, "--token-ttl")?;
@@ -289,6 +322,45 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
         )));
     }
     Ok(Command::Serve(config))
+}
+
+fn parse_proto(mut parser: lexopt::Parser) -> Result<Command, Usage> {
+    use lexopt::prelude::*;
+    let mut digest_only = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(PROTO_HELP)),
+            Long("sha256") => digest_only = true,
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(Command::Proto { digest_only })
+}
+
+/// The file goes to stdout byte for byte (so it can be diffed or hashed as
+/// is); its digest to stderr, or alone to stdout with `--sha256`, in
+/// `sha256sum`'s format.
+fn proto(digest_only: bool) -> ExitCode {
+    use std::io::Write;
+    let text = hangar::proto::FLIGHT_PROTO;
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let line = format!("{hex}  Flight.proto");
+    let written = if digest_only {
+        writeln!(std::io::stdout(), "{line}")
+    } else {
+        std::io::stdout().write_all(text.as_bytes())
+    };
+    if let Err(err) = written.and_then(|()| std::io::stdout().flush()) {
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("hangar: writing to stdout: {err}");
+            return ExitCode::from(1);
+        }
+    }
+    if !digest_only {
+        eprintln!("{line} ({} bytes, compiled into this binary)", text.len());
+    }
+    ExitCode::SUCCESS
 }
 
 fn parse_user(mut parser: lexopt::Parser) -> Result<Command, Usage> {

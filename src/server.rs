@@ -15,10 +15,12 @@ use tokio_rustls::rustls::ServerConfig;
 use tonic::transport::Server;
 
 use crate::auth::Authenticator;
+use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::log::{ConnectionLog, Format, Logger};
 use crate::service::{Hangar, Limits};
 use crate::store::{Codec, Store};
+use crate::transport::TrackEndOfStream;
 
 /// Everything `hangar serve` is configured with.
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ pub struct Config {
     /// Log every connection's open and end, not only refusals
     /// (`--log-connections`).
     pub log_connections: bool,
+    /// Serve gRPC server reflection (off with `--no-reflection`).
+    pub reflection: bool,
+    /// Serve the standard gRPC health service (off with `--no-health`).
+    pub health: bool,
 }
 
 /// Largest header block a client may send; Flight headers are tiny, so this
@@ -96,6 +102,8 @@ impl Default for Config {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             log_connections: false,
+            reflection: true,
+            health: true,
         }
     }
 }
@@ -205,9 +213,37 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     let stop = async move {
         let _ = stop_rx.await;
     };
+    let discovery = Discovery::default();
+    let (reflection_v1, reflection_v1alpha) = match config.reflection {
+        true => {
+            let (v1, v1alpha) = discovery.reflection(config.health)?;
+            (
+                Some(TrackEndOfStream::new(v1)),
+                Some(TrackEndOfStream::new(v1alpha)),
+            )
+        }
+        false => (None, None),
+    };
     let router = Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .add_service(service.into_server());
+        // tonic lifts HTTP/2's stream limit by default: without one, a single
+        // connection could open streams without end. A client past it waits
+        // for a stream to end (SETTINGS_MAX_CONCURRENT_STREAMS), it is not
+        // refused.
+        .max_concurrent_streams(Some(
+            config
+                .limits
+                .max_concurrent_calls
+                .clamp(1, u32::MAX as usize) as u32,
+        ))
+        .add_service(service.into_server())
+        .add_optional_service(
+            config
+                .health
+                .then(|| TrackEndOfStream::new(discovery.health())),
+        )
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha);
     // TLS is done in our accept path (transport::tls), not by tonic, so
     // refused handshakes are logged; the two kinds of connection are two
     // types, hence two instances of tonic's serve loop.
@@ -223,9 +259,11 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
             stop,
         )),
     };
+    discovery.serving().await;
     let served = tokio::select! {
         result = &mut serve => result,
         () = shutdown => {
+            discovery.shutting_down().await;
             log.event("shutting down: no new connections, running calls may finish");
             let _ = stop_tx.send(());
             match tokio::time::timeout(config.grace, &mut serve).await {

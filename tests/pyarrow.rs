@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 const SETUP_HINT: &str = "run `bash .ci/run` (it creates .venv and installs \
     tests/python/requirements.txt), or create it by hand: `python3 -m venv .venv && \
     .venv/bin/pip install -r tests/python/requirements.txt`; or point HANGAR_PYTHON \
-    at an interpreter that has pyarrow, pandas and pytest";
+    at an interpreter that has the packages in tests/python/requirements.txt";
 
 fn interpreter(repo: &Path) -> PathBuf {
     match std::env::var_os("HANGAR_PYTHON") {
@@ -36,14 +36,15 @@ fn pyarrow_clients_pass_against_hangar() {
     let probe = Command::new(&python)
         .args([
             "-c",
-            "import pyarrow, pyarrow.flight, pandas, pytest; print(pyarrow.__version__)",
+            "import pyarrow, pyarrow.flight, pandas, pytest, grpc, grpc_reflection, grpc_health; \
+             print(pyarrow.__version__)",
         ])
         .current_dir(repo)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}; {SETUP_HINT}", python.display()));
     assert!(
         probe.status.success(),
-        "{} cannot import pyarrow.flight, pandas and pytest:\n{}\n{SETUP_HINT}",
+        "{} cannot import pyarrow.flight, pandas, pytest and grpcio (with reflection and health):\n{}\n{SETUP_HINT}",
         python.display(),
         String::from_utf8_lossy(&probe.stderr)
     );

@@ -1,0 +1,252 @@
+//! What generic gRPC tools see besides Flight: server reflection (so
+//! `grpcurl list` and `describe` work with no proto file at hand) and the
+//! standard health service (for supervisors and load balancers).
+//!
+//! Both answer without credentials and know nothing about datasets: reflection
+//! serves the compiled-in descriptors of `Flight.proto` (and of the reflection
+//! service itself), health serves one status per service name. Both keep
+//! streams open as long as a client likes (reflection is a bidirectional
+//! stream, health's `Watch` never ends by itself), so every call to them holds
+//! one of [`MAX_OPEN_CALLS`] slots until its response ends: an anonymous peer
+//! cannot pile up watchers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::convert::Infallible;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::Service;
+use tonic::server::NamedService;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use crate::proto::FlightServiceServer;
+
+/// Reflection and health calls open at once, server-wide.
+pub const MAX_OPEN_CALLS: usize = 64;
+
+/// The service name of Flight in the health service (`grpc.health.v1`), as
+/// supervisors ask for it; "" is the whole server.
+pub const FLIGHT_SERVICE: &str =
+    <FlightServiceServer<crate::service::Hangar> as NamedService>::NAME;
+
+/// The two services and what they share: the call slots, the health
+/// statuses, and the signal that ends their open streams at shutdown.
+pub struct Discovery {
+    slots: Arc<Semaphore>,
+    closing: watch::Sender<bool>,
+    reporter: HealthReporter,
+}
+
+impl Default for Discovery {
+    fn default() -> Discovery {
+        Discovery {
+            slots: Arc::new(Semaphore::new(MAX_OPEN_CALLS)),
+            closing: watch::Sender::new(false),
+            reporter: HealthReporter::new(),
+        }
+    }
+}
+
+impl Discovery {
+    /// The health service, reporting this server's statuses.
+    pub fn health(&self) -> Bounded<HealthServer<HealthService>> {
+        let service = HealthService::from_health_reporter(self.reporter.clone());
+        self.bounded(HealthServer::new(service))
+    }
+
+    /// Reflection, in both versions tools ask for: v1 (grpcurl and grpcio
+    /// try it first) and v1alpha (older tools only know it). It describes
+    /// Flight, reflection itself and, when served, health.
+    pub fn reflection(&self, with_health: bool) -> crate::Result<(impl Served, impl Served)> {
+        let builder = || {
+            // Each version describes itself only; both are served, so each
+            // lists the other too.
+            let builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false);
+            match with_health {
+                true => builder
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                false => builder,
+            }
+        };
+        let failed = |e: tonic_reflection::server::Error| {
+            crate::Error::Internal(format!("building the reflection service: {e}"))
+        };
+        let v1 = builder().build_v1().map_err(failed)?;
+        let v1alpha = builder().build_v1alpha().map_err(failed)?;
+        Ok((self.bounded(v1), self.bounded(v1alpha)))
+    }
+
+    /// SERVING for the whole server and for Flight, once the repository is
+    /// open.
+    pub async fn serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// NOT_SERVING for the whole server and for Flight, so balancers stop
+    /// sending new calls while running ones finish; then the open reflection
+    /// and health streams end (a `Watch` after it has delivered NOT_SERVING),
+    /// so they do not hold the shutdown for the whole grace period.
+    pub async fn shutting_down(&self) {
+        self.set(ServingStatus::NotServing).await;
+        self.closing.send_replace(true);
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        for name in ["", FLIGHT_SERVICE] {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    fn bounded<S>(&self, inner: S) -> Bounded<S> {
+        Bounded {
+            inner,
+            slots: self.slots.clone(),
+            closing: self.closing.subscribe(),
+        }
+    }
+}
+
+/// What the router takes as a service, with every bound spelled out (an
+/// `impl Service` alone would hide that its futures are `Send`).
+pub trait Served:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Served for T where
+    T: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A service whose calls each hold a slot of a shared semaphore until their
+/// response body ends or is dropped; with no slot free, a call is answered
+/// RESOURCE_EXHAUSTED at once.
+#[derive(Clone)]
+pub struct Bounded<S> {
+    inner: S,
+    slots: Arc<Semaphore>,
+    closing: watch::Receiver<bool>,
+}
+
+impl<S: NamedService> NamedService for Bounded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for Bounded<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let status = tonic::Status::resource_exhausted(format!(
+                "{MAX_OPEN_CALLS} reflection and health calls are already open; \
+                 close one (e.g. a health Watch) and retry"
+            ));
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        let response = self.inner.call(request);
+        let mut closing = self.closing.clone();
+        Box::pin(async move {
+            let response = response.await?;
+            let closed = Box::pin(async move {
+                let _ = closing.wait_for(|closing| *closing).await;
+            });
+            Ok(response.map(|body| {
+                Body::new(Holding {
+                    body,
+                    closed: Some(closed),
+                    ended: false,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call's slot until it is done, and ends
+/// (status OK) once shutdown begins and it has nothing left to send.
+struct Holding {
+    body: Body,
+    /// Resolves when shutdown begins; `None` once it has.
+    closed: Option<BoxFuture<()>>,
+    /// The trailers that end the stream at shutdown have been sent.
+    ended: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl tonic::codegen::Body for Holding {
+    type Data = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_pending() {
+            let shutting_down = match self.closed.as_mut() {
+                Some(closed) => closed.as_mut().poll(cx).is_ready(),
+                None => true,
+            };
+            if shutting_down {
+                self.closed = None;
+                self.ended = true;
+                let mut trailers = tonic::codegen::http::HeaderMap::new();
+                trailers.insert(
+                    "grpc-status",
+                    tonic::codegen::http::HeaderValue::from_static("0"),
+                );
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
