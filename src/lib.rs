@@ -47,6 +47,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod stream;
+pub mod trace;
 pub mod transport;
 
 pub use error::{Error, Result};

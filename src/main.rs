@@ -68,6 +68,11 @@ OPTIONS:
     --log-format FORMAT        text or json [default: text]
     --log-connections          Also log each connection's open and end (calls,
                                bytes, client certificate), not only refusals
+    --trace[=RPCS]             Write every gRPC event of each call into the log,
+                               decoded (as 'hangar --trace' does for clients):
+                               all calls, or only RPCS, e.g. --trace=DoGet,DoPut.
+                               Costly: each message is copied, decoded and its
+                               body hashed; for audits, not for production
     --no-reflection            Do not serve gRPC server reflection (by default
                                grpcurl and similar tools can list and describe
                                the services without a proto file)
@@ -200,7 +205,28 @@ fn main() -> ExitCode {
 fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
-    match parser.next()? {
+    // `hangar --trace [--trace-format F] COMMAND …`: the trace flags may come
+    // before a client command, as well as among its options.
+    let mut trace = None;
+    let mut first = parser.next()?;
+    loop {
+        match first {
+            Some(Long("trace")) => trace = Some(trace.unwrap_or(Format::Text)),
+            Some(Long("trace-format")) => {
+                trace = Some(hangar::cli::trace_format(parser.value()).map_err(Usage)?)
+            }
+            _ => break,
+        }
+        first = parser.next()?;
+    }
+    if trace.is_some() && !matches!(&first, Some(Value(cmd)) if hangar::cli::is_command(cmd)) {
+        return Err(Usage(
+            "--trace goes with a client command (e.g. 'hangar --trace ls'); \
+             the server has its own: 'hangar serve --trace'"
+                .into(),
+        ));
+    }
+    match first {
         None => Err(Usage("a command is required (e.g. 'hangar serve')".into())),
         Some(Short('h') | Long("help")) => Ok(Command::Help(HELP)),
         Some(Short('V') | Long("version")) => Ok(Command::Version),
@@ -210,7 +236,12 @@ fn parse(args: Vec<OsString>) -> Result<Command, Usage> {
         Some(Value(cmd)) if hangar::cli::is_command(&cmd) => {
             match hangar::cli::parse(&cmd.to_string_lossy(), parser).map_err(Usage)? {
                 hangar::cli::Parsed::Help(text) => Ok(Command::Help(text)),
-                hangar::cli::Parsed::Run(invocation) => Ok(Command::Client(*invocation)),
+                hangar::cli::Parsed::Run(mut invocation) => {
+                    if invocation.connect.trace.is_none() {
+                        invocation.connect.trace = trace;
+                    }
+                    Ok(Command::Client(*invocation))
+                }
             }
         }
         Some(Value(cmd)) => Err(Usage(format!(
@@ -276,6 +307,7 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
                     .map_err(|e| Usage(format!("invalid value for --handshake-timeout: {e}")))?;
             }
             Long("log-connections") => config.log_connections = true,
+            Long("trace") => config.trace = Some(parse_traced_rpcs(parser.optional_value())?),
             Long("no-reflection") => config.reflection = false,
             Long("no-health") => config.health = false,
             Long("users") => config.users = Some(parser.value()?.into()),
@@ -322,6 +354,47 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
         )));
     }
     Ok(Command::Serve(config))
+}
+
+/// `--trace` (every call) or `--trace=DoGet,DoPut` (those RPCs only).
+fn parse_traced_rpcs(value: Option<OsString>) -> Result<Option<Vec<String>>, Usage> {
+    const RPCS: [&str; 13] = [
+        "Handshake",
+        "ListFlights",
+        "GetFlightInfo",
+        "PollFlightInfo",
+        "GetSchema",
+        "DoGet",
+        "DoPut",
+        "DoExchange",
+        "DoAction",
+        "ListActions",
+        "Check",
+        "Watch",
+        "ServerReflectionInfo",
+    ];
+    let Some(value) = value else { return Ok(None) };
+    let text = value
+        .into_string()
+        .map_err(|_| Usage("--trace: RPC names are ASCII".into()))?;
+    let mut names = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match RPCS.iter().find(|rpc| rpc.eq_ignore_ascii_case(name)) {
+            Some(rpc) => names.push(rpc.to_string()),
+            None => {
+                return Err(Usage(format!(
+                    "invalid --trace: unknown RPC '{name}' (one of {})",
+                    RPCS.join(", ")
+                )))
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(Usage(
+            "--trace= needs RPC names, e.g. --trace=DoGet,DoPut (or --trace for all)".into(),
+        ));
+    }
+    Ok(Some(names))
 }
 
 fn parse_proto(mut parser: lexopt::Parser) -> Result<Command, Usage> {

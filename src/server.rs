@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::log::{ConnectionLog, Format, Logger};
 use crate::service::{Hangar, Limits};
 use crate::store::{Codec, Store};
+use crate::trace::{Traced, Tracer};
 use crate::transport::TrackEndOfStream;
 
 /// Everything `hangar serve` is configured with.
@@ -49,6 +50,9 @@ pub struct Config {
     /// Log every connection's open and end, not only refusals
     /// (`--log-connections`).
     pub log_connections: bool,
+    /// Trace every gRPC event into the log (`--trace`): all calls
+    /// (`Some(None)`) or those of the RPCs named (`--trace=DoGet,DoPut`).
+    pub trace: Option<Option<Vec<String>>>,
     /// Serve gRPC server reflection (off with `--no-reflection`).
     pub reflection: bool,
     /// Serve the standard gRPC health service (off with `--no-health`).
@@ -102,6 +106,7 @@ impl Default for Config {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             log_connections: false,
+            trace: None,
             reflection: true,
             health: true,
         }
@@ -214,13 +219,11 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         let _ = stop_rx.await;
     };
     let discovery = Discovery::default();
+    let tracer = config.trace.clone().map(|only| Tracer::log(log, only));
     let (reflection_v1, reflection_v1alpha) = match config.reflection {
         true => {
             let (v1, v1alpha) = discovery.reflection(config.health)?;
-            (
-                Some(TrackEndOfStream::new(v1)),
-                Some(TrackEndOfStream::new(v1alpha)),
-            )
+            (Some(wrap(v1, &tracer)), Some(wrap(v1alpha, &tracer)))
         }
         false => (None, None),
     };
@@ -236,12 +239,8 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
                 .max_concurrent_calls
                 .clamp(1, u32::MAX as usize) as u32,
         ))
-        .add_service(service.into_server())
-        .add_optional_service(
-            config
-                .health
-                .then(|| TrackEndOfStream::new(discovery.health())),
-        )
+        .add_service(Traced::server(service.into_server(), tracer.clone()))
+        .add_optional_service(config.health.then(|| wrap(discovery.health(), &tracer)))
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha);
     // TLS is done in our accept path (transport::tls), not by tonic, so
@@ -283,6 +282,12 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     }
     log.event("stopped");
     served.map_err(|e| Error::Internal(format!("server failed: {e}")))
+}
+
+/// A service as the router gets it: traced outermost (the tracer sees the
+/// bytes as they cross the wire), then the request caps.
+fn wrap<S>(service: S, tracer: &Option<Arc<Tracer>>) -> Traced<TrackEndOfStream<S>> {
+    Traced::server(TrackEndOfStream::new(service), tracer.clone())
 }
 
 /// Re-reads the users file on SIGHUP, so removed users lose access without a

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::bytes::Bytes;
@@ -19,7 +20,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 use super::Failure;
+use crate::log::Format;
 use crate::proto::{FlightServiceClient, HandshakeRequest, Location};
+use crate::trace::{Traced, Tracer};
 
 /// The server used when neither `--server` nor `HANGAR_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "grpc://127.0.0.1:8815";
@@ -29,8 +32,9 @@ pub const DEFAULT_SERVER: &str = "grpc://127.0.0.1:8815";
 /// nobody.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// A gRPC client that adds the `authorization` header to every call.
-pub type Client = FlightServiceClient<InterceptedService<Channel, Authorization>>;
+/// A gRPC client that adds the `authorization` header to every call, and
+/// traces every call when `--trace` asks for it.
+pub type Client = FlightServiceClient<InterceptedService<Traced<Channel>, Authorization>>;
 
 /// A Flight location we can connect to: `grpc://HOST:PORT` or `grpc+tls://HOST:PORT`
 /// (`grpc+tcp://` is accepted as a synonym of `grpc://`).
@@ -132,6 +136,9 @@ pub struct ConnectOptions {
     /// Send credentials to servers that endpoint locations name, too
     /// (`--trust-locations`). Off: they go only to `server`.
     pub trust_locations: bool,
+    /// Trace every gRPC event on stderr in this format (`--trace`,
+    /// `--trace-format`).
+    pub trace: Option<Format>,
 }
 
 impl ConnectOptions {
@@ -144,6 +151,7 @@ impl ConnectOptions {
             user: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             trust_locations: false,
+            trace: None,
         }
     }
 }
@@ -170,6 +178,8 @@ pub struct Connector {
     options: ConnectOptions,
     password: Option<String>,
     clients: HashMap<ServerUri, Client>,
+    /// One for all clients, so call numbers are unique in the trace.
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Connector {
@@ -181,6 +191,7 @@ impl Connector {
             Some(user) => Some(read_password(user, &options.server)?),
         };
         Ok(Connector {
+            tracer: options.trace.map(Tracer::stderr),
             options,
             password,
             clients: HashMap::new(),
@@ -246,7 +257,11 @@ impl Connector {
         }
         // Clones of a channel share its connection: the handshake and the
         // calls after it go over the same one.
-        let channel = self.channel(uri).await?;
+        let channel = Traced::client(
+            self.channel(uri).await?,
+            self.tracer.clone(),
+            uri.to_string(),
+        );
         let limit = self.options.max_message_bytes;
         let with = |authorization| {
             FlightServiceClient::with_interceptor(channel.clone(), authorization)

@@ -53,6 +53,14 @@ CONNECTION OPTIONS:
     --max-message-size BYTES   Largest message accepted from the server
                                [default: 268435456 (256 MiB)]
     -q, --quiet                No progress line and no summary on stderr
+    --trace                    Write every gRPC event to stderr, decoded: the
+                               call, headers (credentials redacted), each
+                               message field by field (FlightData down to its
+                               IPC header; bodies as size and SHA-256),
+                               trailers and status. Also before the command:
+                               hangar --trace get NAME
+    --trace-format FORMAT      text or json (JSON lines) [default: text];
+                               implies --trace
     -h, --help                 Print this help
 
 Exit codes: 0 success, 1 server or I/O error, 2 usage error.
@@ -324,6 +332,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
     let mut output = None;
     let mut rows = 10usize;
     let mut trust_locations = false;
+    let mut trace = None;
     let mut select = Selection::default();
     let mut positional: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -351,6 +360,8 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
                         )
                     })?;
             }
+            Long("trace") => trace = Some(trace.unwrap_or(crate::log::Format::Text)),
+            Long("trace-format") => trace = Some(trace_format(parser.value())?),
             Short('q') | Long("quiet") => quiet = true,
             Long("json") if matches!(command, "ls" | "info") => json = true,
             Long("columns") if matches!(command, "get" | "info") => {
@@ -489,6 +500,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         user,
         max_message_bytes,
         trust_locations,
+        trace,
         ..ConnectOptions::new(server)
     };
     Ok(Parsed::Run(Box::new(Invocation {
@@ -502,6 +514,16 @@ fn help_name(help: &str) -> &str {
     help.strip_prefix("hangar ")
         .and_then(|h| h.split_whitespace().next())
         .unwrap_or("")
+}
+
+/// `--trace-format text|json`, which implies `--trace`.
+pub fn trace_format(value: Result<OsString, lexopt::Error>) -> Result<crate::log::Format, String> {
+    utf8(value, "--trace-format")?.parse().map_err(|e: String| {
+        format!(
+            "invalid --trace-format: {}",
+            e.replace("log format", "format")
+        )
+    })
 }
 
 fn value(parser: &mut lexopt::Parser) -> Result<OsString, String> {

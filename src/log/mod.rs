@@ -69,6 +69,22 @@ impl Logger {
         emit(&line);
     }
 
+    /// One decoded wire event of `serve --trace` (see [`crate::trace`]).
+    pub fn trace(&self, event: &Value) {
+        let time = timestamp(SystemTime::now());
+        let line = match (self.format, event) {
+            (Format::Json, Value::Object(fields)) => {
+                let mut all = Vec::with_capacity(fields.len() + 1);
+                all.push(("time".to_string(), Value::from(time)));
+                all.extend(fields.iter().cloned());
+                Value::Object(all).to_string()
+            }
+            (Format::Json, other) => other.to_string(),
+            (Format::Text, event) => format!("{time} {}", crate::trace::text(event)),
+        };
+        emit(&line);
+    }
+
     /// Starts the record of one RPC; it is written by [`Call::finish`].
     pub fn call(&self, rpc: &'static str, peer: Option<std::net::SocketAddr>) -> Call {
         Call {
@@ -227,7 +243,9 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn quote_if_needed(s: &str) -> String {
+/// A value for a text line: as is when it is plain printable ASCII without
+/// quotes, else [`quote`]d.
+pub fn quote_if_needed(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && c != '"') {
         s.to_string()
     } else {
