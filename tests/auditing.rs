@@ -446,3 +446,57 @@ fn trace_flags_in_the_wrong_place_are_usage_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn trace_of_a_put_shows_the_descriptor_the_batches_and_the_put_result() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.arrows");
+    {
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            &schema(),
+        )
+        .unwrap();
+        writer.write(&small_table()).unwrap();
+        writer.finish().unwrap();
+    }
+    let run = hangar(
+        &server,
+        &["--trace", "put", "up", file.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let trace = normalized(&run.stderr, &server);
+    let lines: Vec<&str> = trace.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{trace}"))
+    };
+    let call = find("- call method=/arrow.flight.protocol.FlightService/DoPut");
+    let schema_message = find("> message n=1 bytes=");
+    assert!(lines[schema_message]
+        .contains("type=FlightData flight_descriptor={descriptor_type=PATH path=[up]}"));
+    assert!(lines[schema_message].contains("ipc={message=Schema"));
+    let dictionary = find("ipc={message=DictionaryBatch");
+    let batch =
+        find("ipc={message=RecordBatch version=V5 body_length=192 length=3 nodes=[[3 1] [3 0]]");
+    let end = find("> end messages=3");
+    let result = find("< message n=1 bytes=");
+    assert!(
+        lines[result].contains("type=PutResult app_metadata="),
+        "{}",
+        lines[result]
+    );
+    let status = find("- status code=OK");
+    assert!(call < schema_message && schema_message < dictionary && dictionary < batch);
+    assert!(batch < end && end < status && result < status, "{trace}");
+    assert!(!trace.contains("problems="), "{trace}");
+}
