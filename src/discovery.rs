@@ -6,15 +6,19 @@
 //! serves the compiled-in descriptors of `Flight.proto` (and of the reflection
 //! service itself), health serves one status per service name. Both keep
 //! streams open as long as a client likes (reflection is a bidirectional
-//! stream, health's `Watch` never ends by itself), so every call to them holds
-//! one of [`MAX_OPEN_CALLS`] slots until its response ends: an anonymous peer
-//! cannot pile up watchers.
+//! stream, health's `Watch` never ends by itself), so every such stream holds
+//! one of [`MAX_OPEN_CALLS`] slots, and one of its address's
+//! [`MAX_OPEN_CALLS_PER_PEER`], until its response ends: an anonymous peer
+//! cannot pile up watchers, nor starve others of them. A health `Check` is
+//! never refused for want of a slot.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
@@ -27,8 +31,14 @@ use tonic_health::ServingStatus;
 
 use crate::proto::FlightServiceServer;
 
-/// Reflection and health calls open at once, server-wide.
+/// Reflection and health streams open at once, server-wide...
 pub const MAX_OPEN_CALLS: usize = 64;
+/// ...and from one client address, so one peer cannot take every slot.
+pub const MAX_OPEN_CALLS_PER_PEER: usize = 8;
+
+/// Health's one unary RPC: it ends at once, so it takes no slot, and a
+/// supervisor's probe is answered even while every slot is taken.
+const CHECK: &str = "/grpc.health.v1.Health/Check";
 
 /// The service name of Flight in the health service (`grpc.health.v1`), as
 /// supervisors ask for it; "" is the whole server.
@@ -39,6 +49,7 @@ pub const FLIGHT_SERVICE: &str =
 /// statuses, and the signal that ends their open streams at shutdown.
 pub struct Discovery {
     slots: Arc<Semaphore>,
+    per_peer: PerPeer,
     closing: watch::Sender<bool>,
     reporter: HealthReporter,
 }
@@ -47,6 +58,7 @@ impl Default for Discovery {
     fn default() -> Discovery {
         Discovery {
             slots: Arc::new(Semaphore::new(MAX_OPEN_CALLS)),
+            per_peer: PerPeer::default(),
             closing: watch::Sender::new(false),
             reporter: HealthReporter::new(),
         }
@@ -113,6 +125,7 @@ impl Discovery {
         Bounded {
             inner,
             slots: self.slots.clone(),
+            per_peer: self.per_peer.clone(),
             closing: self.closing.subscribe(),
         }
     }
@@ -144,14 +157,89 @@ impl<T> Served for T where
 {
 }
 
-/// A service whose calls each hold a slot of a shared semaphore until their
-/// response body ends or is dropped; with no slot free, a call is answered
-/// RESOURCE_EXHAUSTED at once.
+/// Open streams per client address.
+#[derive(Clone, Default)]
+struct PerPeer(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerPeer {
+    fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= MAX_OPEN_CALLS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            ip,
+            table: self.clone(),
+        })
+    }
+}
+
+/// One open stream of one address; the count drops with it.
+struct PeerSlot {
+    ip: IpAddr,
+    table: PerPeer,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The slots one call holds until its response ends.
+struct Slot {
+    _global: OwnedSemaphorePermit,
+    _peer: Option<PeerSlot>,
+}
+
+/// A service whose streaming calls each hold a slot of a shared semaphore,
+/// and one of their peer's, until their response body ends or is dropped;
+/// with none free, a call is answered RESOURCE_EXHAUSTED at once.
 #[derive(Clone)]
 pub struct Bounded<S> {
     inner: S,
     slots: Arc<Semaphore>,
+    per_peer: PerPeer,
     closing: watch::Receiver<bool>,
+}
+
+impl<S> Bounded<S> {
+    fn slot(&self, request: &Request<Body>) -> Result<Option<Slot>, tonic::Status> {
+        if request.uri().path() == CHECK {
+            return Ok(None);
+        }
+        let peer = match crate::transport::peer(request.extensions()).0 {
+            Some(addr) => match self.per_peer.take(addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(tonic::Status::resource_exhausted(format!(
+                        "{MAX_OPEN_CALLS_PER_PEER} reflection and health streams are already \
+                         open from {}; close one (e.g. a health Watch) and retry",
+                        addr.ip()
+                    )))
+                }
+            },
+            None => None,
+        };
+        let global = self.slots.clone().try_acquire_owned().map_err(|_| {
+            tonic::Status::resource_exhausted(format!(
+                "{MAX_OPEN_CALLS} reflection and health streams are already open; \
+                 close one (e.g. a health Watch) and retry"
+            ))
+        })?;
+        Ok(Some(Slot {
+            _global: global,
+            _peer: peer,
+        }))
+    }
 }
 
 impl<S: NamedService> NamedService for Bounded<S> {
@@ -174,12 +262,9 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            let status = tonic::Status::resource_exhausted(format!(
-                "{MAX_OPEN_CALLS} reflection and health calls are already open; \
-                 close one (e.g. a health Watch) and retry"
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
+        let permit = match self.slot(&request) {
+            Ok(permit) => permit,
+            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
         };
         let response = self.inner.call(request);
         let mut closing = self.closing.clone();
@@ -208,7 +293,7 @@ struct Holding {
     closed: Option<BoxFuture<()>>,
     /// The trailers that end the stream at shutdown have been sent.
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<Slot>,
 }
 
 impl tonic::codegen::Body for Holding {

@@ -408,3 +408,94 @@ fn a_users_file_others_may_write_is_refused_at_startup() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }
+
+// ------------------------------------------------------- reflection and health
+
+/// A health client whose connection comes from `source` (127.0.0.x).
+async fn health_from(
+    server: &TestServer,
+    source: [u8; 4],
+) -> tonic_health::pb::health_client::HealthClient<Channel> {
+    let channel = Endpoint::from_shared(server.http_uri())
+        .unwrap()
+        .local_address(Some(IpAddr::from(source)))
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connecting from a 127.0.0.x address");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+}
+
+/// A Watch that has delivered its first status, or the status it was refused with.
+async fn watch(
+    client: &mut tonic_health::pb::health_client::HealthClient<Channel>,
+) -> Result<tonic::Streaming<tonic_health::pb::HealthCheckResponse>, Status> {
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut stream = client.watch(request).await?.into_inner();
+    let first = stream.message().await?.expect("a first Watch reply");
+    assert_eq!(first.status, 1, "SERVING");
+    Ok(stream)
+}
+
+#[test]
+fn health_watchers_are_bounded_per_address_and_in_total_and_checks_always_answer() {
+    // Without credentials (the server requires a login for Flight).
+    let (server, _users) = server(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(common::within(
+        Duration::from_secs(60),
+        "the watchers",
+        async {
+            let per_peer = hangar::discovery::MAX_OPEN_CALLS_PER_PEER;
+            let total = hangar::discovery::MAX_OPEN_CALLS;
+            let mut open = Vec::new();
+            let mut first = health_from(&server, [127, 0, 0, 2]).await;
+            for _ in 0..per_peer {
+                open.push(
+                    watch(&mut first)
+                        .await
+                        .expect("a watch within the per-address limit"),
+                );
+            }
+            let refused = watch(&mut first)
+                .await
+                .expect_err("one more from the same address");
+            assert_eq!(refused.code(), Code::ResourceExhausted);
+            assert!(refused.message().contains("from 127.0.0.2"), "{refused:?}");
+            // Other addresses fill the server-wide slots.
+            for i in 0..(total / per_peer - 1) {
+                let mut client = health_from(&server, [127, 0, 0, 3 + i as u8]).await;
+                for _ in 0..per_peer {
+                    open.push(watch(&mut client).await.expect("a watch within the limits"));
+                }
+            }
+            assert_eq!(open.len(), total);
+            let mut late = health_from(&server, [127, 0, 0, 40]).await;
+            let refused = watch(&mut late)
+                .await
+                .expect_err("past the server-wide limit");
+            assert_eq!(refused.code(), Code::ResourceExhausted);
+            assert!(
+                refused.message().contains(&format!("{total} reflection")),
+                "{refused:?}"
+            );
+            // A probe is answered all the same.
+            let check = late
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "arrow.flight.protocol.FlightService".into(),
+                })
+                .await
+                .expect("Check while every slot is taken");
+            assert_eq!(check.into_inner().status, 1, "SERVING");
+            // A closed watcher gives its slot back.
+            drop(open.pop());
+            let freed = common::wait_until(Duration::from_secs(10), async || {
+                watch(&mut late).await.map(|s| open.push(s)).is_ok()
+            })
+            .await;
+            assert!(freed, "no slot came back after a Watch ended");
+        },
+    ));
+}

@@ -281,7 +281,8 @@ where
                 fields.push(("tls".into(), Value::from(target.starts_with("grpc+tls"))));
             }
             None => {
-                let (peer, tls) = peer_of(&request);
+                let (peer, tls) = crate::transport::peer(request.extensions());
+                let peer = peer.map_or_else(|| "-".to_string(), |a| a.to_string());
                 fields.push(("peer".into(), Value::from(peer)));
                 fields.push(("tls".into(), Value::from(tls)));
             }
@@ -331,24 +332,6 @@ where
             }
         })
     }
-}
-
-/// The client's address and whether the connection is TLS, as tonic records
-/// them on each request.
-fn peer_of(request: &Request<Body>) -> (String, bool) {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let extensions = request.extensions();
-    if let Some(info) = extensions.get::<TcpConnectInfo>() {
-        return (addr(info.remote_addr()), false);
-    }
-    if let Some(info) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        return (addr(info.get_ref().remote_addr()), true);
-    }
-    ("-".into(), false)
-}
-
-fn addr(addr: Option<std::net::SocketAddr>) -> String {
-    addr.map_or_else(|| "-".into(), |a| a.to_string())
 }
 
 /// A request or response body whose gRPC messages are traced as they pass.

@@ -19,3 +19,16 @@ pub use accept::{incoming_plain, incoming_tls, Settings};
 pub use body::{CleanEnd, TrackEndOfStream, MAX_SMALL_REQUEST_BYTES};
 pub use tls::server_config;
 pub use tracked::Tracked;
+
+/// The client's address, and whether its connection is TLS, as tonic records
+/// them on each request that came through our accept path.
+pub fn peer(extensions: &tonic::Extensions) -> (Option<std::net::SocketAddr>, bool) {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    if let Some(info) = extensions.get::<TcpConnectInfo>() {
+        return (info.remote_addr(), false);
+    }
+    if let Some(info) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        return (info.get_ref().remote_addr(), true);
+    }
+    (None, false)
+}

@@ -166,24 +166,30 @@ def test_watch_sees_not_serving_at_shutdown_and_then_ends(hangar_factory):
     assert "grace period over" not in log, log
 
 
-def test_open_reflection_and_health_calls_are_bounded(hangar):
-    # 64 calls at once, server-wide; the next is refused at once, and a slot
-    # comes back when a call ends.
+def test_open_streams_from_one_client_are_bounded_and_checks_still_answer(hangar):
+    # 8 reflection or health streams per client address (64 server-wide,
+    # tests/security.rs); the next is refused at once, a Check is answered
+    # regardless, and a slot comes back when a stream ends.
     with channel_to(hangar) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service="")
-        watches = [stub.Watch(request, timeout=60) for _ in range(64)]
+        watches = [stub.Watch(request, timeout=60) for _ in range(8)]
         for watch in watches:
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as refused:
-            serving_status(channel, "")
+            next(stub.Watch(request, timeout=CALL_TIMEOUT))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "health" in refused.value.details()
+        assert "from 127.0.0.1" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as refused:
+            ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert serving_status(channel, "") == "SERVING"
         watches.pop().cancel()
 
         def answered():
             try:
-                return serving_status(channel, "") == "SERVING"
+                next(stub.Watch(request, timeout=CALL_TIMEOUT))
+                return True
             except grpc.RpcError:
                 return False
 
