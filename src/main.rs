@@ -101,6 +101,10 @@ AUTHENTICATION AND TLS:
                                'hangar user --help'). Re-read on SIGHUP.
     --token-ttl DURATION       Lifetime of login tokens, e.g. 12h, 30m, 90s
                                [default: 12h]
+    --token-secret FILE        Sign login tokens with the secret in FILE (at
+                               least 32 bytes), so every server with the same
+                               users file and secret accepts them, also after
+                               a restart [default: tokens live in this process]
     --tls-cert PEM             Serve grpc+tls:// with this certificate chain...
     --tls-key PEM              ...and this private key
     --tls-client-ca PEM        Require client certificates signed by this CA (mTLS)
@@ -311,6 +315,7 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Long("no-reflection") => config.reflection = false,
             Long("no-health") => config.health = false,
             Long("users") => config.users = Some(parser.value()?.into()),
+            Long("token-secret") => config.token_secret = Some(parser.value()?.into()),
             Long("token-ttl") => {
                 let text: String = parse_value(&mut parser, "--token-ttl")?;
                 config.token_ttl = parse_bounded(&text, SECOND, 365 * DAY)
@@ -352,6 +357,11 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
              --insecure-auth",
             config.listen
         )));
+    }
+    if config.token_secret.is_some() && config.users.is_none() {
+        return Err(Usage(
+            "--token-secret signs login tokens, which only --users FILE issues".into(),
+        ));
     }
     Ok(Command::Serve(config))
 }

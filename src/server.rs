@@ -37,6 +37,9 @@ pub struct Config {
     pub users: Option<PathBuf>,
     /// Lifetime of issued tokens (`--token-ttl`).
     pub token_ttl: Duration,
+    /// Sign tokens with the secret in this file (`--token-secret`), so every
+    /// node with the same users file and secret accepts them.
+    pub token_secret: Option<PathBuf>,
     /// TLS certificate and key (`--tls-cert`, `--tls-key`), and the CA that
     /// client certificates must chain to (`--tls-client-ca`, mTLS).
     pub tls: Option<TlsFiles>,
@@ -101,6 +104,7 @@ impl Default for Config {
             grace: Duration::from_secs(5),
             users: None,
             token_ttl: Duration::from_secs(12 * 3600),
+            token_secret: None,
             tls: None,
             max_dataset_bytes: None,
             max_connections: 1024,
@@ -152,7 +156,13 @@ pub async fn bind(config: Config) -> Result<Bound> {
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
     let store = Store::open_limited(&config.repo, config.codec, config.max_dataset_bytes)?;
     let auth = match &config.users {
-        Some(path) => Some(Arc::new(Authenticator::open(path, config.token_ttl)?)),
+        Some(path) => {
+            let auth = Authenticator::open(path, config.token_ttl)?;
+            Some(Arc::new(match &config.token_secret {
+                Some(secret) => auth.with_secret(crate::auth::signed::Secret::read(secret)?),
+                None => auth,
+            }))
+        }
         None => None,
     };
     let tls = config

@@ -25,7 +25,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
 
 use common::{
-    bounded, get, path, put, run_hangar, status_of, wait_until, TestServer, EXIT_TIMEOUT,
+    bounded, get, handshake_payload, list_with_header, path, put, run_hangar, status_of,
+    wait_until, TestServer, EXIT_TIMEOUT,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -795,4 +796,140 @@ async fn serve_without_users_says_there_is_no_authentication() {
         assert_eq!(list_names(&mut client).await.unwrap(), ["d"]);
     })
     .await;
+}
+
+// ------------------------------------------------------------ signed tokens
+
+#[test]
+fn signed_tokens_work_on_every_node_with_the_same_users_file_and_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    write_users(&users, USERS);
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-node-secret\n").unwrap();
+    let other_secret = dir.path().join("other-secret");
+    std::fs::write(
+        &other_secret,
+        "fedcba9876543210fedcba9876543210-elsewhere\n",
+    )
+    .unwrap();
+    let node = |secret: Option<&Path>| {
+        let mut builder = TestServer::builder().arg("--users").arg(&users);
+        if let Some(secret) = secret {
+            builder = builder.arg("--token-secret").arg(secret);
+        }
+        builder.start()
+    };
+    let mut a = node(Some(&secret));
+    let b = node(Some(&secret));
+    let elsewhere = node(Some(&other_secret));
+    let unsigned = node(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    async fn raw(server: &TestServer) -> FlightServiceClient<tonic::transport::Channel> {
+        FlightServiceClient::new(server.channel().await)
+    }
+    rt.block_on(common::within(
+        Duration::from_secs(60),
+        "the nodes",
+        async {
+            let token = handshake_payload(&mut raw(&a).await, WRITER.0, WRITER.1)
+                .await
+                .expect("login on node a");
+            let bearer = format!("Bearer {token}");
+            // Any node with the same users file and secret takes it...
+            list_with_header(&mut raw(&a).await, &bearer)
+                .await
+                .expect("node a");
+            list_with_header(&mut raw(&b).await, &bearer)
+                .await
+                .expect("node b");
+            // ...no other node does, nor does an altered token.
+            for (server, what) in [(&elsewhere, "another secret"), (&unsigned, "no secret")] {
+                let err = list_with_header(&mut raw(server).await, &bearer)
+                    .await
+                    .expect_err(what);
+                assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+            }
+            let mut altered = token.clone().into_bytes();
+            let last = altered.len() - 1;
+            altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+            let altered = format!("Bearer {}", String::from_utf8(altered).unwrap());
+            let err = list_with_header(&mut raw(&b).await, &altered)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated);
+            // The writer's role holds on every node.
+            let mut forbidden = Request::new(hangar::proto::Action {
+                r#type: "drop_dataset".into(),
+                body: Bytes::from_static(b"x"),
+            });
+            forbidden
+                .metadata_mut()
+                .insert("authorization", bearer.parse().unwrap());
+            let err = raw(&b).await.do_action(forbidden).await.unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied);
+        },
+    ));
+    // A restarted node still takes tokens it issued before.
+    let token = rt.block_on(async {
+        let mut client = FlightServiceClient::new(a.channel().await);
+        handshake_payload(&mut client, WRITER.0, WRITER.1)
+            .await
+            .unwrap()
+    });
+    a.terminate();
+    let a = node(Some(&secret));
+    let bearer = format!("Bearer {token}");
+    rt.block_on(async {
+        let mut client = FlightServiceClient::new(a.channel().await);
+        list_with_header(&mut client, &bearer)
+            .await
+            .expect("after a restart");
+    });
+    // A changed password revokes the token on each node once it has re-read
+    // the users file.
+    let mut file = Users::load(&users).unwrap();
+    file.set_password(WRITER.0, "a-new-password-1234").unwrap();
+    file.save(&users).unwrap();
+    b.signal("HUP");
+    b.wait_for_stderr("the reload", |log| log.contains("reloaded users file"));
+    rt.block_on(async {
+        let err = list_with_header(&mut FlightServiceClient::new(b.channel().await), &bearer)
+            .await
+            .expect_err("revoked on the node that reloaded");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        list_with_header(&mut FlightServiceClient::new(a.channel().await), &bearer)
+            .await
+            .expect("still valid on a node that has not reloaded");
+    });
+}
+
+#[test]
+fn token_secret_without_users_or_too_short_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "short").unwrap();
+    let out = run_hangar(["serve", "--token-secret", secret.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only --users FILE issues"));
+    let users = dir.path().join("users");
+    write_users(&users, USERS);
+    let out = run_hangar([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--repo",
+        dir.path().join("repo").to_str().unwrap(),
+        "--users",
+        users.to_str().unwrap(),
+        "--token-secret",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs at least 32"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing announced before the failure"
+    );
 }

@@ -10,6 +10,7 @@
 
 mod cert;
 mod header;
+pub mod signed;
 mod throttle;
 mod tokens;
 mod users;
@@ -18,7 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -156,6 +157,9 @@ pub struct Authenticator {
     throttle: Mutex<throttle::Throttle>,
     ttl: Duration,
     rng: SystemRandom,
+    /// `--token-secret`: issue signed tokens any node can verify, instead
+    /// of random ones this process remembers.
+    secret: Option<signed::Secret>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -178,7 +182,14 @@ impl Authenticator {
             throttle: Mutex::new(throttle::Throttle::default()),
             ttl,
             rng: SystemRandom::new(),
+            secret: None,
         })
+    }
+
+    /// Issues and accepts signed tokens (see [`signed`]).
+    pub fn with_secret(mut self, secret: signed::Secret) -> Authenticator {
+        self.secret = Some(secret);
+        self
     }
 
     /// Re-reads the users file (on SIGHUP). Tokens of users who are gone or
@@ -244,6 +255,12 @@ impl Authenticator {
         let user = users
             .get(&principal.user)
             .ok_or_else(|| unauthenticated(BAD_PASSWORD))?;
+        if let Some(secret) = &self.secret {
+            let expires = SystemTime::now()
+                .checked_add(self.ttl)
+                .ok_or_else(|| Error::Internal("--token-ttl overflows the clock".into()))?;
+            return Ok(secret.issue(&user.name, &credential(user), expires));
+        }
         let mut raw = [0u8; 32];
         self.rng
             .fill(&mut raw)
@@ -268,6 +285,9 @@ impl Authenticator {
     /// The principal a token belongs to, if it is valid, unexpired, and its
     /// user still exists with the password it was issued against.
     pub fn verify_token(&self, token: &str) -> Result<Principal> {
+        if signed::Secret::is_signed(token) {
+            return self.verify_signed(token);
+        }
         let hash = tokens::sha256(token.as_bytes());
         let entry = match self.lock_tokens().get(&hash, Instant::now()) {
             Some(Ok(entry)) => entry,
@@ -284,6 +304,27 @@ impl Authenticator {
                 self.lock_tokens().remove(&hash);
                 Err(unauthenticated(INVALID_TOKEN))
             }
+        }
+    }
+
+    /// A signed token: its tag must match the named user's current password
+    /// hash under our secret. Without a secret no signed token is valid.
+    fn verify_signed(&self, token: &str) -> Result<Principal> {
+        let secret = self
+            .secret
+            .as_ref()
+            .ok_or_else(|| unauthenticated(INVALID_TOKEN))?;
+        let users = self.current_users();
+        let user = signed::Secret::user_of(token)
+            .and_then(|name| users.get(&name))
+            .ok_or_else(|| unauthenticated(INVALID_TOKEN))?;
+        match secret.verify(token, &credential(user), SystemTime::now()) {
+            Ok(()) => Ok(Principal {
+                user: user.name.clone(),
+                role: user.role,
+            }),
+            Err(true) => Err(unauthenticated(TOKEN_EXPIRED)),
+            Err(false) => Err(unauthenticated(INVALID_TOKEN)),
         }
     }
 
