@@ -41,6 +41,7 @@ pub mod error;
 pub mod ipc;
 pub mod json;
 pub mod log;
+pub mod nodes;
 pub mod proto;
 pub mod query;
 pub mod server;

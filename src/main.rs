@@ -68,6 +68,15 @@ OPTIONS:
     --log-format FORMAT        text or json [default: text]
     --log-connections          Also log each connection's open and end (calls,
                                bytes, client certificate), not only refusals
+    --peer URI                 Another node serving the same repository
+                               (repeatable): a query's partitions then name
+                               every node, each endpoint starting with the
+                               next, so a client reading them all at once reads
+                               from every node at once
+    --peers FILE               More peers, one URI per line ('#' comments),
+                               re-read on SIGHUP
+    --advertise URI            This node's address as clients reach it
+                               [default: grpc://LISTEN-ADDRESS]
     --trace[=RPCS]             Write every gRPC event of each call into the log,
                                decoded (as 'hangar --trace' does for clients):
                                all calls, or only RPCS, e.g. --trace=DoGet,DoPut.
@@ -311,6 +320,21 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
                     .map_err(|e| Usage(format!("invalid value for --handshake-timeout: {e}")))?;
             }
             Long("log-connections") => config.log_connections = true,
+            Long("advertise") => {
+                let text = parser.value()?.to_string_lossy().into_owned();
+                config.advertise = Some(
+                    hangar::nodes::parse_uri(&text)
+                        .map_err(|e| Usage(format!("invalid --advertise: {e}")))?,
+                )
+            }
+            Long("peer") => {
+                let text = parser.value()?.to_string_lossy().into_owned();
+                config.peers.push(
+                    hangar::nodes::parse_uri(&text)
+                        .map_err(|e| Usage(format!("invalid --peer: {e}")))?,
+                )
+            }
+            Long("peers") => config.peers_file = Some(parser.value()?.into()),
             Long("trace") => config.trace = Some(parse_traced_rpcs(parser.optional_value())?),
             Long("no-reflection") => config.reflection = false,
             Long("no-health") => config.health = false,

@@ -18,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::log::{ConnectionLog, Format, Logger};
+use crate::nodes::Nodes;
 use crate::service::{Hangar, Limits};
 use crate::store::{Codec, Store};
 use crate::trace::{Traced, Tracer};
@@ -53,6 +54,13 @@ pub struct Config {
     /// Log every connection's open and end, not only refusals
     /// (`--log-connections`).
     pub log_connections: bool,
+    /// This node's address as clients reach it (`--advertise`); by default
+    /// the address it listens on.
+    pub advertise: Option<String>,
+    /// The other nodes serving the same repository (`--peer`), and a file
+    /// naming more, re-read on SIGHUP (`--peers`).
+    pub peers: Vec<String>,
+    pub peers_file: Option<PathBuf>,
     /// Trace every gRPC event into the log (`--trace`): all calls
     /// (`Some(None)`) or those of the RPCs named (`--trace=DoGet,DoPut`).
     pub trace: Option<Option<Vec<String>>>,
@@ -110,6 +118,9 @@ impl Default for Config {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             log_connections: false,
+            advertise: None,
+            peers: Vec::new(),
+            peers_file: None,
             trace: None,
             reflection: true,
             health: true,
@@ -125,6 +136,7 @@ pub struct Bound {
     store: Arc<Store>,
     auth: Option<Arc<Authenticator>>,
     tls: Option<Arc<ServerConfig>>,
+    nodes: Option<Arc<Nodes>>,
     /// Registered before the listening line, so an early SIGHUP cannot kill us.
     hangups: Option<tokio::signal::unix::Signal>,
 }
@@ -170,13 +182,15 @@ pub async fn bind(config: Config) -> Result<Bound> {
         .as_ref()
         .map(TlsFiles::server_config)
         .transpose()?;
+    let nodes = nodes(&config, &listener)?;
     ignore_file_size_signal()?;
-    let hangups = match &auth {
-        Some(_) => Some(
+    let reloads = auth.is_some() || nodes.as_ref().is_some_and(|n| n.has_file());
+    let hangups = match reloads {
+        true => Some(
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| Error::io("listening for SIGHUP", e))?,
         ),
-        None => None,
+        false => None,
     };
     Ok(Bound {
         listener,
@@ -184,6 +198,7 @@ pub async fn bind(config: Config) -> Result<Bound> {
         store,
         auth,
         tls,
+        nodes,
         hangups,
     })
 }
@@ -196,6 +211,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         store,
         auth,
         tls,
+        nodes,
         hangups,
     } = bound;
     let log = Logger::new(config.log_format);
@@ -204,11 +220,14 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         .map_err(|e| Error::io("reading the listening address", e))?;
     let mut service = Hangar::new(store.clone(), log, config.limits.clone());
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    if let Some(hangups) = hangups {
+        spawn_reload_on_hangup(hangups, auth.clone(), nodes.clone(), log);
+    }
+    if let Some(nodes) = &nodes {
+        service = service.with_nodes(nodes.clone());
+    }
     let access = match (auth, &config.users) {
         (Some(auth), Some(path)) => {
-            if let Some(hangups) = hangups {
-                spawn_reload_on_hangup(hangups, auth.clone(), log);
-            }
             service = service.with_auth(auth);
             format!("users from {}", path.display())
         }
@@ -300,22 +319,67 @@ fn wrap<S>(service: S, tracer: &Option<Arc<Tracer>>) -> Traced<TrackEndOfStream<
     Traced::server(TrackEndOfStream::new(service), tracer.clone())
 }
 
-/// Re-reads the users file on SIGHUP, so removed users lose access without a
-/// restart. A file that fails to load keeps the previous users in force.
+/// The nodes list, when this node has peers (`--peer`, `--peers`).
+fn nodes(config: &Config, listener: &TcpListener) -> Result<Option<Arc<Nodes>>> {
+    if config.peers.is_empty() && config.peers_file.is_none() {
+        return Ok(None);
+    }
+    let advertise = match &config.advertise {
+        Some(uri) => uri.clone(),
+        None => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("reading the listening address", e))?;
+            if addr.ip().is_unspecified() {
+                return Err(Error::InvalidArgument(format!(
+                    "--peer/--peers need --advertise URI: listening on {addr} does not say \
+                     how clients reach this node"
+                )));
+            }
+            let scheme = if config.tls.is_some() {
+                "grpc+tls"
+            } else {
+                "grpc"
+            };
+            format!("{scheme}://{addr}")
+        }
+    };
+    let nodes = Nodes::new(advertise, config.peers.clone(), config.peers_file.clone())?;
+    Ok(Some(Arc::new(nodes)))
+}
+
+/// Re-reads the users file and the peers file on SIGHUP, so removed users
+/// lose access and new nodes are named without a restart. A file that fails
+/// to load keeps its previous content in force.
 fn spawn_reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
-    auth: Arc<Authenticator>,
+    auth: Option<Arc<Authenticator>>,
+    nodes: Option<Arc<Nodes>>,
     log: Logger,
 ) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let auth = auth.clone();
-            match tokio::task::spawn_blocking(move || auth.reload()).await {
-                Ok(Ok(count)) => log.event(&format!("SIGHUP: reloaded users file ({count} users)")),
-                Ok(Err(err)) => log.event(&format!(
-                    "SIGHUP: users file not reloaded, keeping the previous users: {err}"
-                )),
-                Err(err) => log.event(&format!("SIGHUP: reload failed: {err}")),
+            if let Some(auth) = auth.clone() {
+                match tokio::task::spawn_blocking(move || auth.reload()).await {
+                    Ok(Ok(count)) => {
+                        log.event(&format!("SIGHUP: reloaded users file ({count} users)"))
+                    }
+                    Ok(Err(err)) => log.event(&format!(
+                        "SIGHUP: users file not reloaded, keeping the previous users: {err}"
+                    )),
+                    Err(err) => log.event(&format!("SIGHUP: reload failed: {err}")),
+                }
+            }
+            if let Some(nodes) = nodes.clone().filter(|n| n.has_file()) {
+                match tokio::task::spawn_blocking(move || nodes.reload()).await {
+                    Ok(Ok(count)) => {
+                        log.event(&format!("SIGHUP: reloaded peers file ({count} nodes)"))
+                    }
+                    Ok(Err(err)) => log.event(&format!(
+                        "SIGHUP: peers file not reloaded, keeping the previous nodes: {err}"
+                    )),
+                    Err(err) => log.event(&format!("SIGHUP: reload failed: {err}")),
+                }
             }
         }
     });

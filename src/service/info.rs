@@ -13,7 +13,8 @@ use crate::json::Value;
 use crate::log::Call;
 use crate::proto::flight_descriptor::DescriptorType;
 use crate::proto::{
-    Criteria, FlightDescriptor, FlightEndpoint, FlightInfo, PollInfo, SchemaResult, Ticket,
+    Criteria, FlightDescriptor, FlightEndpoint, FlightInfo, Location, PollInfo, SchemaResult,
+    Ticket,
 };
 use crate::query::Query;
 use crate::store::{DatasetInfo, Plan};
@@ -143,7 +144,7 @@ async fn describe(
         let plan = blocking(move || store.plan(&query)).await?;
         call.rows = plan.rows.unwrap_or(0);
         call.bytes = plan.bytes;
-        return query_info(descriptor, &plan);
+        return query_info(descriptor, &plan, service.nodes.as_deref());
     }
     let name = descriptor_name(descriptor)?;
     call.dataset(&name);
@@ -156,16 +157,27 @@ async fn describe(
 /// A query's FlightInfo: the projected schema, one endpoint per scan (its
 /// ticket readable JSON), rows when exact (else -1, as Flight allows), the
 /// estimated bytes read, and in `app_metadata` how many row groups the
-/// statistics pruned.
-fn query_info(descriptor: &FlightDescriptor, plan: &Plan) -> Result<FlightInfo> {
+/// statistics pruned. With peers, endpoint `i` names every node starting
+/// with node `i mod N` (see [`crate::nodes`]).
+fn query_info(
+    descriptor: &FlightDescriptor,
+    plan: &Plan,
+    nodes: Option<&crate::nodes::Nodes>,
+) -> Result<FlightInfo> {
     let endpoint = plan
         .scans
         .iter()
-        .map(|scan| FlightEndpoint {
+        .enumerate()
+        .map(|(i, scan)| FlightEndpoint {
             ticket: Some(Ticket {
                 ticket: Bytes::from(scan.to_ticket()),
             }),
-            location: vec![],
+            location: nodes
+                .map(|n| n.locations(i))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|uri| Location { uri })
+                .collect(),
             expiration_time: None,
             app_metadata: Bytes::new(),
         })

@@ -89,6 +89,8 @@ pub struct Hangar {
     /// The Handshake budget (see [`Hangar::handshake_slot`]).
     handshakes: Arc<Semaphore>,
     handshakes_per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    /// The nodes a query's endpoints name (`--peer`); `None`: no locations.
+    nodes: Option<Arc<crate::nodes::Nodes>>,
 }
 
 impl Hangar {
@@ -103,7 +105,14 @@ impl Hangar {
             password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
             handshakes_per_peer: Arc::default(),
+            nodes: None,
         }
+    }
+
+    /// Names these nodes in query endpoints' locations.
+    pub fn with_nodes(mut self, nodes: Arc<crate::nodes::Nodes>) -> Hangar {
+        self.nodes = Some(nodes);
+        self
     }
 
     /// Requires a token (or Basic credentials) on every RPC but Handshake.
