@@ -134,6 +134,19 @@ fn normalized(stderr: &[u8], server: &TestServer) -> String {
         .join("\n")
 }
 
+/// Runs `hangar ARGS` against `server`, expects success, and returns its
+/// normalized trace.
+fn traced(server: &TestServer, args: &[&str]) -> String {
+    let run = hangar(server, args, &[]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    normalized(&run.stderr, server)
+}
+
 const GET_TEXT: &str = r##"trace #1 - call method=/arrow.flight.protocol.FlightService/GetFlightInfo target=grpc://127.0.0.1:PORT tls=false
 trace #1 > headers headers={te=trailers content-type=application/grpc}
 trace #1 > message n=1 bytes=9 type=FlightDescriptor descriptor_type=PATH path=[small]
@@ -159,18 +172,10 @@ fn trace_text_of_a_get_with_a_dictionary_column_is_pinned() {
     upload(&server, "small", &[small_table()]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");
-    let run = hangar(
+    let trace = traced(
         &server,
         &["--trace", "get", "small", "-q", "-o", out.to_str().unwrap()],
-        &[],
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let trace = normalized(&run.stderr, &server);
     assert_eq!(trace, GET_TEXT, "\n--- actual trace ---\n{trace}\n---");
 }
 
@@ -199,7 +204,7 @@ fn trace_json_of_a_get_is_pinned_and_every_line_parses() {
     upload(&server, "small", &[small_table()]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.arrow");
-    let run = hangar(
+    let trace = traced(
         &server,
         &[
             "--trace-format",
@@ -210,15 +215,7 @@ fn trace_json_of_a_get_is_pinned_and_every_line_parses() {
             "-o",
             out.to_str().unwrap(),
         ],
-        &[],
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let trace = normalized(&run.stderr, &server);
     for line in trace.lines() {
         let event = Value::parse(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(
@@ -248,18 +245,10 @@ fn trace_of_an_empty_dataset_shows_its_schema_message_alone() {
     upload(&server, "empty", &[]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.arrows");
-    let run = hangar(
+    let trace = traced(
         &server,
         &["--trace", "get", "empty", "-q", "-o", out.to_str().unwrap()],
-        &[],
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let trace = normalized(&run.stderr, &server);
     let doget: Vec<&str> = trace
         .lines()
         .filter(|l| l.starts_with("trace #2"))
@@ -461,18 +450,10 @@ fn trace_of_a_put_shows_the_descriptor_the_batches_and_the_put_result() {
         writer.write(&small_table()).unwrap();
         writer.finish().unwrap();
     }
-    let run = hangar(
+    let trace = traced(
         &server,
         &["--trace", "put", "up", file.to_str().unwrap(), "-q"],
-        &[],
     );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let trace = normalized(&run.stderr, &server);
     let lines: Vec<&str> = trace.lines().collect();
     let find = |needle: &str| {
         lines
