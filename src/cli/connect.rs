@@ -187,6 +187,11 @@ impl Connector {
         })
     }
 
+    /// The server `--server` names.
+    pub fn server(&self) -> &ServerUri {
+        &self.options.server
+    }
+
     /// The `--max-message-size` limit, for messages either way.
     pub fn max_message_bytes(&self) -> usize {
         self.options.max_message_bytes
@@ -248,11 +253,7 @@ impl Connector {
         // calls after it go over the same one.
         let channel = self.channel(uri).await?;
         let limit = self.options.max_message_bytes;
-        let with = |authorization| {
-            FlightServiceClient::with_interceptor(channel.clone(), authorization)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit)
-        };
+        let with = |authorization| client_of(channel.clone(), authorization, limit);
         let authorization = match (&self.options.user, &self.password) {
             (Some(user), Some(password)) if credentials => {
                 handshake(with(Authorization::default()), user, password).await?
@@ -262,6 +263,23 @@ impl Connector {
         let client = with(authorization);
         self.clients.insert(uri.clone(), client.clone());
         Ok(client)
+    }
+
+    /// The `--user` name and its password, for callers that log in by hand
+    /// to see each step (`hangar check`).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.options.user.as_deref().zip(self.password.as_deref())
+    }
+
+    /// A client for `--server` on a connection of its own that carries no
+    /// credentials: every header is the caller's to set.
+    pub async fn anonymous(&self) -> Result<Client, Failure> {
+        let channel = self.channel(&self.options.server).await?;
+        Ok(client_of(
+            channel,
+            Authorization::default(),
+            self.options.max_message_bytes,
+        ))
     }
 
     async fn channel(&self, uri: &ServerUri) -> Result<Channel, Failure> {
@@ -315,19 +333,30 @@ impl Connector {
     }
 }
 
+fn client_of(channel: Channel, authorization: Authorization, limit: usize) -> Client {
+    FlightServiceClient::with_interceptor(channel, authorization)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+/// The `authorization: Basic base64(user:password)` value Handshake carries.
+pub fn basic(user: &str, password: &str) -> Result<MetadataValue<Ascii>, Failure> {
+    let basic = format!(
+        "Basic {}",
+        crate::auth::base64_encode(format!("{user}:{password}").as_bytes())
+    );
+    MetadataValue::try_from(basic.as_str()).map_err(|_| {
+        Failure::usage("the user name or password has characters a header cannot carry")
+    })
+}
+
 /// Trades user and password for a token (see the module comment).
 async fn handshake(
     mut client: Client,
     user: &str,
     password: &str,
 ) -> Result<Authorization, Failure> {
-    let basic = format!(
-        "Basic {}",
-        crate::auth::base64_encode(format!("{user}:{password}").as_bytes())
-    );
-    let basic_value = MetadataValue::try_from(basic.as_str()).map_err(|_| {
-        Failure::usage("the user name or password has characters a header cannot carry")
-    })?;
+    let basic_value = basic(user, password)?;
     let hello = HandshakeRequest {
         protocol_version: 0,
         payload: Bytes::new(),
@@ -374,7 +403,7 @@ async fn handshake(
 }
 
 /// The `authorization: Bearer ...` value in a header map, if there is one.
-fn bearer(metadata: &MetadataMap) -> Option<MetadataValue<Ascii>> {
+pub fn bearer(metadata: &MetadataMap) -> Option<MetadataValue<Ascii>> {
     metadata.get_all("authorization").iter().find_map(|value| {
         let text = value.to_str().ok()?;
         let (kind, token) = text.split_once(' ')?;
