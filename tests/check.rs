@@ -351,6 +351,70 @@ fn a_listed_action_that_is_refused_fails_list_actions() {
     );
 }
 
+/// The broken server with the cookbook's login and `flags`, checked as ann.
+fn login_report(flags: &[&str]) -> Report {
+    let mut args = vec!["--users", "ann:pw"];
+    args.extend_from_slice(flags);
+    let server = broken(&args);
+    check_json(
+        &server.uri,
+        &["--user", "ann"],
+        &[("HANGAR_PASSWORD", "pw")],
+    )
+}
+
+#[test]
+fn broken_server_with_the_cookbook_login_passes_the_login_checks() {
+    let report = login_report(&[]);
+    report.assert_fails_only(&[]);
+    for check in ["handshake", "token-accepted", "token-altered"] {
+        assert_eq!(report.results[check].0, "pass", "{}", report.stdout);
+    }
+}
+
+#[test]
+fn a_login_without_a_bearer_header_fails_handshake() {
+    let report = login_report(&["--no-bearer"]);
+    // The server also takes Basic on every call, so the rest still runs.
+    report.assert_fails_only(&["handshake"]);
+    assert!(report
+        .detail("handshake")
+        .contains("no authorization: Bearer header"));
+}
+
+#[test]
+fn a_token_never_accepted_fails_token_accepted_and_stops_there() {
+    let report = login_report(&["--token-refused"]);
+    report.assert_fails_only(&["list-flights", "token-accepted"]);
+    assert!(report.detail("token-accepted").contains("UNAUTHENTICATED"));
+    assert!(report.detail("list-flights").contains("did not run"));
+}
+
+#[test]
+fn an_altered_token_accepted_fails_token_altered() {
+    let report = login_report(&["--token-ignored"]);
+    report.assert_fails_only(&["token-altered"]);
+}
+
+#[test]
+fn a_wrong_password_fails_handshake_and_says_what_to_check() {
+    let server = broken(&["--users", "ann:pw"]);
+    let report = check_json(
+        &server.uri,
+        &["--user", "ann"],
+        &[("HANGAR_PASSWORD", "nope")],
+    );
+    report.assert_fails_only(&["handshake"]);
+    assert!(report
+        .detail("handshake")
+        .contains("check --user and HANGAR_PASSWORD"));
+    assert!(
+        report.stderr.contains("UNAUTHENTICATED"),
+        "{}",
+        report.stderr
+    );
+}
+
 // ----------------------------------------------------- raw gRPC server
 
 /// Message orders pyarrow never sends, served over real gRPC.

@@ -988,118 +988,121 @@ impl Checker<'_> {
         })
         .await
     }
+}
 
-    /// `handshake`, `token-accepted`, `token-altered`: the cookbook's login
-    /// done by hand on a connection without credentials, to see each step.
-    async fn login(&mut self, out: &mut Vec<Outcome>) -> Result<(), Failure> {
-        let Some((user, password)) = self.connector.credentials() else {
-            for check in ["handshake", "token-accepted", "token-altered"] {
-                out.push(skip(check, "pass --user NAME to check the login flow"));
+/// `handshake`, `token-accepted`, `token-altered`: the cookbook's login
+/// done by hand on a connection without credentials, to see each step.
+async fn login(
+    connector: &Connector,
+    limit: Duration,
+    out: &mut Vec<Outcome>,
+) -> Result<(), Failure> {
+    let Some((user, password)) = connector.credentials() else {
+        for check in ["handshake", "token-accepted", "token-altered"] {
+            out.push(skip(check, "pass --user NAME to check the login flow"));
+        }
+        return Ok(());
+    };
+    let basic = connect::basic(user, password)?;
+    let mut client = connector.anonymous().await?;
+    let answered = within(limit, async {
+        let hello = HandshakeRequest {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        let mut request = Request::new(tokio_stream::iter([hello]));
+        request
+            .metadata_mut()
+            .insert("authorization", basic.clone());
+        let response = client.handshake(request).await?;
+        let mut token = connect::bearer(response.metadata());
+        let mut stream = response.into_inner();
+        drain(&mut stream).await?;
+        if token.is_none() {
+            if let Ok(Some(trailers)) = stream.trailers().await {
+                token = connect::bearer(&trailers);
+            }
+        }
+        Ok(token)
+    })
+    .await;
+    let token = match answered {
+        Ok(Some(token)) => {
+            out.push(pass(
+                "handshake",
+                "Basic credentials answered with a Bearer header",
+            ));
+            token
+        }
+        Ok(None) => {
+            out.push(fail(
+                "handshake",
+                "Handshake succeeded but answered no authorization: Bearer header",
+            ));
+            for check in ["token-accepted", "token-altered"] {
+                out.push(skip(check, "no token to try"));
             }
             return Ok(());
-        };
-        let basic = connect::basic(user, password)?;
-        let mut client = self.connector.anonymous().await?;
-        let limit = self.options.timeout;
-        let answered = within(limit, async {
-            let hello = HandshakeRequest {
-                protocol_version: 0,
-                payload: Bytes::new(),
-            };
-            let mut request = Request::new(tokio_stream::iter([hello]));
-            request
-                .metadata_mut()
-                .insert("authorization", basic.clone());
-            let response = client.handshake(request).await?;
-            let mut token = connect::bearer(response.metadata());
-            let mut stream = response.into_inner();
-            drain(&mut stream).await?;
-            if token.is_none() {
-                if let Ok(Some(trailers)) = stream.trailers().await {
-                    token = connect::bearer(&trailers);
-                }
+        }
+        Err(status) => {
+            let mut detail = format!("Handshake as {}: {}", quote(user), status_text(&status));
+            if status.code() == Code::Unauthenticated {
+                detail.push_str(" (check --user and HANGAR_PASSWORD)");
             }
-            Ok(token)
-        })
-        .await;
-        let token = match answered {
-            Ok(Some(token)) => {
-                out.push(pass(
-                    "handshake",
-                    "Basic credentials answered with a Bearer header",
-                ));
-                token
+            out.push(fail("handshake", detail));
+            for check in ["token-accepted", "token-altered"] {
+                out.push(skip(check, "no token to try"));
             }
-            Ok(None) => {
-                out.push(fail(
-                    "handshake",
-                    "Handshake succeeded but answered no authorization: Bearer header",
-                ));
-                for check in ["token-accepted", "token-altered"] {
-                    out.push(skip(check, "no token to try"));
-                }
-                return Ok(());
-            }
-            Err(status) => {
-                let mut detail = format!("Handshake as {}: {}", quote(user), status_text(&status));
-                if status.code() == Code::Unauthenticated {
-                    detail.push_str(" (check --user and HANGAR_PASSWORD)");
-                }
-                out.push(fail("handshake", detail));
-                for check in ["token-accepted", "token-altered"] {
-                    out.push(skip(check, "no token to try"));
-                }
-                return Ok(());
-            }
-        };
-        let text = token.to_str().unwrap_or_default().to_string();
-        let altered = alter_token(&text);
-        let call = |value: String| {
-            let mut client = client.clone();
-            async move {
-                let value = MetadataValue::try_from(value.as_str())
-                    .map_err(|_| Status::internal("the token is not a valid header value"))?;
-                within(limit, async move {
-                    let mut request = Request::new(Criteria::default());
-                    request.metadata_mut().insert("authorization", value);
-                    let mut stream = client.list_flights(request).await?.into_inner();
-                    drain(&mut stream).await.map(|_| ())
-                })
-                .await
-            }
-        };
-        out.push(match call(text).await {
-            Ok(()) => pass(
-                "token-accepted",
-                "ListFlights with the Bearer token was served",
+            return Ok(());
+        }
+    };
+    let text = token.to_str().unwrap_or_default().to_string();
+    let altered = alter_token(&text);
+    let call = |value: String| {
+        let mut client = client.clone();
+        async move {
+            let value = MetadataValue::try_from(value.as_str())
+                .map_err(|_| Status::internal("the token is not a valid header value"))?;
+            within(limit, async move {
+                let mut request = Request::new(Criteria::default());
+                request.metadata_mut().insert("authorization", value);
+                let mut stream = client.list_flights(request).await?.into_inner();
+                drain(&mut stream).await.map(|_| ())
+            })
+            .await
+        }
+    };
+    out.push(match call(text).await {
+        Ok(()) => pass(
+            "token-accepted",
+            "ListFlights with the Bearer token was served",
+        ),
+        Err(status) => fail(
+            "token-accepted",
+            format!(
+                "ListFlights with the Bearer token: {}",
+                status_text(&status)
             ),
-            Err(status) => fail(
-                "token-accepted",
-                format!(
-                    "ListFlights with the Bearer token: {}",
-                    status_text(&status)
-                ),
+        ),
+    });
+    out.push(match call(altered).await {
+        Ok(()) => fail(
+            "token-altered",
+            "ListFlights with an altered Bearer token was served",
+        ),
+        Err(status) if status.code() == Code::Unauthenticated => pass(
+            "token-altered",
+            "an altered Bearer token was refused: UNAUTHENTICATED",
+        ),
+        Err(status) => fail(
+            "token-altered",
+            format!(
+                "an altered Bearer token: {} (expected UNAUTHENTICATED)",
+                status_text(&status)
             ),
-        });
-        out.push(match call(altered).await {
-            Ok(()) => fail(
-                "token-altered",
-                "ListFlights with an altered Bearer token was served",
-            ),
-            Err(status) if status.code() == Code::Unauthenticated => pass(
-                "token-altered",
-                "an altered Bearer token was refused: UNAUTHENTICATED",
-            ),
-            Err(status) => fail(
-                "token-altered",
-                format!(
-                    "an altered Bearer token: {} (expected UNAUTHENTICATED)",
-                    status_text(&status)
-                ),
-            ),
-        });
-        Ok(())
-    }
+        ),
+    });
+    Ok(())
 }
 
 /// The Bearer header value with the token's last character changed.
@@ -1139,14 +1142,25 @@ fn listed_name(info: &FlightInfo) -> Option<String> {
 /// `hangar check`: runs every check and prints the report. Ctrl-C stops the
 /// checks but still drops what `--write` uploaded.
 pub async fn check(connector: &mut Connector, options: &Options) -> Result<(), Failure> {
-    let client = connector.main().await?;
+    let mut outcomes = Vec::new();
+    // First, on a connection of its own, so a broken login is reported
+    // even when it leaves nothing else to check.
+    login(connector, options.timeout, &mut outcomes).await?;
+    let client = match connector.main().await {
+        Ok(client) => client,
+        Err(failure) => {
+            if outcomes.iter().any(|o| o.verdict == Verdict::Fail) {
+                let _ = report(&outcomes, options.json, &connector.server().to_string());
+            }
+            return Err(failure);
+        }
+    };
     let mut checker = Checker {
         connector,
         client,
         options: options.clone(),
         prefix: format!("hangar-check-{}", random_suffix()),
     };
-    let mut outcomes = Vec::new();
     let mut written = Vec::new();
     let result = tokio::select! {
         result = run_checks(&mut checker, &mut outcomes, &mut written) => Some(result),
@@ -1233,8 +1247,6 @@ async fn run_checks(
     out: &mut Vec<Outcome>,
     written: &mut Vec<String>,
 ) -> Result<(), Failure> {
-    checker.login(out).await?;
-
     let listed = match checker.list().await {
         Ok(infos) => {
             out.push(pass(
@@ -1244,6 +1256,20 @@ async fn run_checks(
             infos
         }
         // Nothing else can work without credentials or a connection.
+        Err(status)
+            if status.code() == Code::Unauthenticated
+                && checker.connector.credentials().is_some() =>
+        {
+            out.push(fail(
+                "list-flights",
+                format!(
+                    "with the login's credentials: {} (the other checks need them, so \
+                     they did not run)",
+                    status_text(&status)
+                ),
+            ));
+            return Ok(());
+        }
         Err(status) if matches!(status.code(), Code::Unauthenticated | Code::Unavailable) => {
             return Err(status.into())
         }

@@ -8,7 +8,8 @@ count, NOT_FOUND for a missing dataset, INVALID_ARGUMENT for a malformed
 descriptor, UNIMPLEMENTED for an unknown action, and ListActions naming
 exactly the actions DoAction accepts (drop_dataset).
 
-It starts with two datasets, "numbers" (3 rows) and "empty" (0 rows), and
+With ``--users NAME:PASSWORD`` it requires the cookbook's login (the
+middleware of tests/python/cookbook_server.py). It starts with two datasets, "numbers" (3 rows) and "empty" (0 rows), and
 prints ``broken server listening on grpc://HOST:PORT`` once it serves.
 
 Usage:
@@ -26,6 +27,10 @@ import sys
 import pyarrow as pa
 import pyarrow.flight
 
+# The cookbook's login recipe, as tests/python/cookbook_server.py has it.
+from cookbook_server import (BasicAuthServerMiddleware, BasicAuthServerMiddlewareFactory,
+                             NoOpAuthHandler)
+
 FLAGS = {
     "wrong-total-records": "FlightInfo.total_records is one more than the rows streamed",
     "mismatched-schema": "FlightInfo.schema has a column the stream does not",
@@ -35,13 +40,40 @@ FLAGS = {
     "accept-unknown-action": "DoAction accepts any action type",
     "unlisted-drop": "ListActions lists nothing, though DoAction accepts drop_dataset",
     "listed-but-refused": "ListActions also lists 'compact', which DoAction refuses",
+    "no-bearer": "with --users, Handshake answers no Bearer header",
+    "token-refused": "with --users, no Bearer token is ever accepted",
+    "token-ignored": "with --users, any Bearer token is accepted",
 }
+
+
+class AuthFactory(BasicAuthServerMiddlewareFactory):
+    """The cookbook's user/password middleware, broken as the flags say."""
+
+    def __init__(self, creds, broken):
+        super().__init__(creds)
+        self.broken = broken
+
+    def start_call(self, info, headers):
+        value = next((v[0] for k, v in headers.items() if k.lower() == "authorization"), "")
+        kind, _, token = value.partition(" ")
+        if kind == "Bearer" and "token-refused" in self.broken:
+            raise pa.flight.FlightUnauthenticatedError("Invalid token")
+        if kind == "Bearer" and "token-ignored" in self.broken:
+            return BasicAuthServerMiddleware(token)
+        middleware = super().start_call(info, headers)
+        if kind == "Basic" and "no-bearer" in self.broken:
+            return Silent()
+        return middleware
+
+
+class Silent(pa.flight.ServerMiddleware):
+    """Sends no headers: a login without a token."""
 
 
 class BrokenServer(pa.flight.FlightServerBase):
 
-    def __init__(self, location, broken):
-        super().__init__(location)
+    def __init__(self, location, broken, **kwargs):
+        super().__init__(location, **kwargs)
         self.broken = broken
         if "oversized-message" in broken:
             numbers = pa.table({"blob": pa.array([b"x" * (5 * 1024 * 1024)])})
@@ -121,11 +153,18 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--users", default="", metavar="NAME:PASSWORD,...",
+                        help="require the cookbook's user/password login")
     for flag, meaning in FLAGS.items():
         parser.add_argument(f"--{flag}", action="store_true", help=meaning)
     args = parser.parse_args(argv)
     broken = {flag for flag in FLAGS if getattr(args, flag.replace("-", "_"))}
-    server = BrokenServer(f"grpc://{args.host}:{args.port}", broken)
+    kwargs = {}
+    if args.users:
+        creds = dict(pair.split(":", 1) for pair in args.users.split(","))
+        kwargs["auth_handler"] = NoOpAuthHandler()
+        kwargs["middleware"] = {"basic": AuthFactory(creds, broken)}
+    server = BrokenServer(f"grpc://{args.host}:{args.port}", broken, **kwargs)
     print(f"broken server listening on grpc://{args.host}:{server.port}", flush=True)
     server.serve()
     return 0
