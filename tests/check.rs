@@ -328,6 +328,11 @@ fn unknown_for_a_malformed_descriptor_fails_malformed_descriptor() {
 }
 
 #[test]
+fn internal_for_a_malformed_ticket_fails_malformed_ticket() {
+    flag_fails("internal-for-bad-ticket", "malformed-ticket", "INTERNAL");
+}
+
+#[test]
 fn an_oversized_message_fails_message_size() {
     flag_fails("oversized-message", "message-size", "over the 4194304-byte");
 }

@@ -236,8 +236,8 @@ CHECKS:
     missing-dataset       GetFlightInfo and DoGet of a missing dataset:
                           NOT_FOUND
     malformed-descriptor  a PATH descriptor without a path: INVALID_ARGUMENT
-    malformed-ticket      a ticket of non-UTF-8 bytes: INVALID_ARGUMENT or
-                          NOT_FOUND (never INTERNAL or UNKNOWN)
+    malformed-ticket      a ticket of non-UTF-8 bytes: INVALID_ARGUMENT
+                          (never INTERNAL or UNKNOWN)
     unknown-action        an unlisted action is refused: UNIMPLEMENTED,
                           INVALID_ARGUMENT or NOT_FOUND
     list-actions          drop_dataset is listed and every listed action is

@@ -36,6 +36,7 @@ FLAGS = {
     "mismatched-schema": "FlightInfo.schema has a column the stream does not",
     "internal-for-missing": "a missing dataset is INTERNAL instead of NOT_FOUND",
     "unknown-for-malformed": "a PATH descriptor without a path fails as UNKNOWN (IndexError)",
+    "internal-for-bad-ticket": "a ticket that is not UTF-8 is INTERNAL",
     "oversized-message": "'numbers' is one 5 MiB row sent as one message",
     "accept-unknown-action": "DoAction accepts any action type",
     "unlisted-drop": "ListActions lists nothing, though DoAction accepts drop_dataset",
@@ -127,6 +128,8 @@ class BrokenServer(pa.flight.FlightServerBase):
         try:
             name = ticket.ticket.decode("utf-8")
         except UnicodeDecodeError:
+            if "internal-for-bad-ticket" in self.broken:
+                raise pa.flight.FlightInternalError("cannot decode the ticket")
             raise ValueError("the ticket is not a dataset name")
         return pa.flight.RecordBatchStream(self._table(name))
 
