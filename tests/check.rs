@@ -42,7 +42,6 @@ const PYTHON_STARTUP: Duration = Duration::from_secs(60);
 /// The checks the cookbook's pyarrow server FAILs (README, Auditing).
 const COOKBOOK_FAILS: &[&str] = &[
     "dictionaries-first",
-    "total-records",
     "missing-dataset",
     "malformed-descriptor",
     "roundtrip",

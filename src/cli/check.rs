@@ -204,6 +204,9 @@ pub struct StreamAudit {
     pub schema: Option<SchemaRef>,
     /// Why the stream is not a valid Arrow stream (or the call failed).
     pub error: Option<String>,
+    /// Why the rows could not all be counted: the call failed, or a header
+    /// was unreadable. (A batch that does not decode still has its row count.)
+    pub incomplete: Option<String>,
     decoder: Decoder,
     keep: bool,
     pub batches: Vec<RecordBatch>,
@@ -235,9 +238,9 @@ impl StreamAudit {
         let message = match arrow_ipc::root_as_message(&data.data_header) {
             Ok(message) => message,
             Err(e) => {
-                self.error.get_or_insert(format!(
-                    "message {n}: data_header is not an IPC message: {e}"
-                ));
+                let why = format!("message {n}: data_header is not an IPC message: {e}");
+                self.incomplete.get_or_insert(why.clone());
+                self.error.get_or_insert(why);
                 return;
             }
         };
@@ -294,8 +297,9 @@ impl StreamAudit {
     /// The stream ended (cleanly or with `status`).
     pub fn finish(&mut self, status: Option<&Status>) {
         if let Some(status) = status {
-            self.error
-                .get_or_insert(format!("the stream failed: {}", status_text(status)));
+            let why = format!("the stream failed: {}", status_text(status));
+            self.incomplete.get_or_insert(why.clone());
+            self.error.get_or_insert(why);
         }
         if !self.schema_seen && self.schema_problem.is_none() {
             self.schema_problem = Some(match self.messages {
@@ -548,7 +552,7 @@ pub fn total_records(targets: &[Target]) -> Outcome {
             Ok(info) => info,
             Err(why) => return fail(check, format!("{}: {why}", target.label())),
         };
-        if let Some(error) = target.streams.iter().find_map(|s| s.error.as_ref()) {
+        if let Some(error) = target.streams.iter().find_map(|s| s.incomplete.as_ref()) {
             return fail(
                 check,
                 format!("{}: cannot count the rows: {error}", target.label()),
