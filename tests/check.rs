@@ -280,6 +280,9 @@ fn cookbook_server_fails_the_pinned_checks_and_keeps_nothing() {
     assert!(report
         .detail("dictionaries-first")
         .contains("no DictionaryBatch sent before it"));
+    assert!(report
+        .detail("roundtrip")
+        .contains("no DictionaryBatch sent before it, so it cannot be decoded"));
     // The round trip failed, and its datasets were dropped all the same.
     assert!(common::dir_entries(server.repo()).is_empty());
 }

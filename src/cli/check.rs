@@ -1470,6 +1470,14 @@ fn judge_roundtrip(sent: &RecordBatch, target: &Target) -> Outcome {
     let mut schema = None;
     for stream in &target.streams {
         if let Some(error) = &stream.error {
+            // A batch read without its dictionary fails with an obscure
+            // index error; the missing dictionary is the reason to give.
+            let error = match (&stream.schema_problem, &stream.dictionary_problem) {
+                (Some(problem), _) | (None, Some(problem)) => {
+                    format!("{problem}, so it cannot be decoded")
+                }
+                _ => error.clone(),
+            };
             return fail(check, format!("DoGet of {}: {error}", target.label()));
         }
         schema = schema.or(stream.schema.clone());
