@@ -298,7 +298,7 @@ fn broken_server_without_flags_passes_every_check() {
 /// Starts the broken server with `--FLAG` and checks that exactly `check`
 /// FAILs, with `detail` in its reason.
 #[track_caller]
-fn flag_fails(flag: &str, check: &str, detail: &str) {
+fn flag_fails(flag: &str, check: &str, detail: &str) -> Report {
     let server = broken(&[&format!("--{flag}")]);
     let report = check_json(&server.uri, &["--write"], &[]);
     report.assert_fails_only(&[check]);
@@ -307,6 +307,7 @@ fn flag_fails(flag: &str, check: &str, detail: &str) {
         "{check}: {}",
         report.detail(check)
     );
+    report
 }
 
 #[test]
@@ -321,7 +322,14 @@ fn mismatched_flightinfo_schema_fails_info_schema() {
 
 #[test]
 fn internal_for_a_missing_dataset_fails_missing_dataset() {
-    flag_fails("internal-for-missing", "missing-dataset", "INTERNAL");
+    let report = flag_fails(
+        "internal-for-missing",
+        "missing-dataset",
+        "GetFlightInfo: INTERNAL",
+    );
+    assert!(report
+        .detail("missing-dataset")
+        .contains("; DoGet: INTERNAL"));
 }
 
 #[test]

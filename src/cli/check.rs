@@ -626,9 +626,10 @@ pub fn expect_codes(
     }
 }
 
-/// Two judgements of one check: the first failure, else both passes joined.
+/// Two judgements of one check: the failures, else both passes, joined.
 fn both(a: Outcome, b: Outcome) -> Outcome {
     match (a.verdict, b.verdict) {
+        (Verdict::Fail, Verdict::Fail) => fail(a.check, format!("{}; {}", a.detail, b.detail)),
         (Verdict::Fail, _) => a,
         (_, Verdict::Fail) => b,
         _ => pass(a.check, format!("{}; {}", a.detail, b.detail)),
