@@ -958,6 +958,51 @@ mod tests {
     }
 
     #[test]
+    fn check_takes_the_uri_and_its_flags_and_its_help_names_every_check() {
+        let run = run_of(&[
+            "check",
+            "grpc://h:1",
+            "--write",
+            "--json",
+            "--timeout",
+            "5s",
+        ]);
+        assert_eq!(run.connect.server.to_string(), "grpc://h:1");
+        assert_eq!(
+            run.command,
+            Command::Check(check::Options {
+                write: true,
+                json: true,
+                timeout: Duration::from_secs(5),
+            })
+        );
+        let plain = run_of(&["check", "--server", "grpc://h:2"]);
+        assert_eq!(plain.connect.server.to_string(), "grpc://h:2");
+        assert!(matches!(plain.command, Command::Check(ref o) if !o.write && !o.json));
+        for name in check::CHECKS {
+            assert!(
+                CHECK_HELP.contains(&format!("\n    {name} ")),
+                "{name} is not in CHECK_HELP"
+            );
+        }
+        for (args, expected) in [
+            (
+                &["check", "grpc://h:1", "--timeout", "0s"][..],
+                "invalid --timeout",
+            ),
+            (&["check", "h:1"][..], "invalid URI"),
+            (
+                &["check", "grpc://h:1", "extra"][..],
+                "unexpected argument 'extra'",
+            ),
+            (&["ls", "--write"][..], "--write"),
+        ] {
+            let err = parse_args(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn usage_errors_name_the_problem() {
         for (args, expected) in [
             (&["put", "d"][..], "needs a FILE"),
