@@ -436,6 +436,69 @@ fn a_wrong_password_fails_handshake_and_says_what_to_check() {
     );
 }
 
+/// The datasets `hangar ls` shows on `uri`.
+fn listed(uri: &str) -> Vec<String> {
+    let output = common::run_hangar(["ls", "--json", "--server", uri]);
+    assert!(output.status.success(), "{output:?}");
+    let value = Value::parse(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let mut names: Vec<String> = value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.get("name").and_then(Value::as_str).unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_step_over_the_timeout_fails_and_the_upload_is_still_dropped() {
+    let server = broken(&["--stall-put"]);
+    let report = check_json(&server.uri, &["--write", "--timeout", "1s"], &[]);
+    assert_eq!(report.results["roundtrip"].0, "fail", "{}", report.stdout);
+    assert!(
+        report
+            .detail("roundtrip")
+            .contains("DEADLINE_EXCEEDED: no answer within 1 s"),
+        "{}",
+        report.detail("roundtrip")
+    );
+    assert_eq!(report.code, 1);
+    server.wait_for_stderr("the stalled upload", |log| {
+        log.contains("put stored hangar-check-")
+    });
+    assert_eq!(listed(&server.uri), ["empty", "numbers"]);
+}
+
+#[test]
+fn ctrl_c_during_the_upload_still_drops_it() {
+    let server = broken(&["--stall-put"]);
+    let out = tempfile::tempdir().unwrap();
+    let stderr_path = out.path().join("stderr");
+    let mut child = Command::new(hangar_bin())
+        .args(["check", &server.uri, "--write"])
+        .env_remove("HANGAR_SERVER")
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stored =
+        server.wait_for_stderr("the upload", |log| log.contains("put stored hangar-check-"));
+    let name = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("put stored "))
+        .unwrap()
+        .to_string();
+    assert_eq!(listed(&server.uri), ["empty", &name, "numbers"]);
+    // SAFETY: kill(2) with a pid this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = common::wait_timeout(&mut child, CHECK_TIMEOUT).expect("hangar check exits");
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(listed(&server.uri), ["empty", "numbers"]);
+}
+
 // ----------------------------------------------------- raw gRPC server
 
 /// Message orders pyarrow never sends, served over real gRPC.

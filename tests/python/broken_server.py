@@ -23,6 +23,7 @@ server inside tests/check.rs instead.
 
 import argparse
 import sys
+import threading
 
 import pyarrow as pa
 import pyarrow.flight
@@ -41,6 +42,7 @@ FLAGS = {
     "accept-unknown-action": "DoAction accepts any action type",
     "unlisted-drop": "ListActions lists nothing, though DoAction accepts drop_dataset",
     "listed-but-refused": "ListActions also lists 'compact', which DoAction refuses",
+    "stall-put": "DoPut stores the table, says so on stderr, then never answers",
     "no-bearer": "with --users, Handshake answers no Bearer header",
     "token-refused": "with --users, no Bearer token is ever accepted",
     "token-ignored": "with --users, any Bearer token is accepted",
@@ -122,7 +124,11 @@ class BrokenServer(pa.flight.FlightServerBase):
         return self._info(self._name(descriptor))
 
     def do_put(self, context, descriptor, reader, writer):
-        self.tables[self._name(descriptor)] = reader.read_all()
+        name = self._name(descriptor)
+        self.tables[name] = reader.read_all()
+        if "stall-put" in self.broken:
+            print(f"put stored {name}", file=sys.stderr, flush=True)
+            threading.Event().wait()
 
     def do_get(self, context, ticket):
         try:
