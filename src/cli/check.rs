@@ -133,8 +133,6 @@ fn status_text(status: &Status) -> String {
     format!("{}: {}", code_name(status.code()), failure.message)
 }
 
-// ------------------------------------------------------------ stream audit
-
 /// What one DoGet stream looked like, message by message.
 #[derive(Debug, Default)]
 pub struct StreamAudit {
@@ -285,8 +283,6 @@ fn dictionary_ids(message: &arrow_ipc::Message) -> Vec<i64> {
     ids.dedup();
     ids
 }
-
-// ----------------------------------------------------------------- targets
 
 /// One dataset whose DoGet streams the data checks look at.
 #[derive(Debug)]
@@ -544,8 +540,6 @@ fn names(targets: &[&Target]) -> String {
         .join(", ")
 }
 
-// ----------------------------------------------------------- status checks
-
 /// Judges a status a request for something missing or malformed got:
 /// PASS if its code is one of `expected`, FAIL otherwise (success included).
 pub fn expect_codes(
@@ -588,8 +582,6 @@ fn both(a: Outcome, b: Outcome) -> Outcome {
         _ => pass(a.check, format!("{}; {}", a.detail, b.detail)),
     }
 }
-
-// ------------------------------------------------------------- the table
 
 /// The table `--write` round-trips: every common type, nulls in every column.
 pub fn all_types_table() -> RecordBatch {
@@ -779,8 +771,6 @@ pub fn table_difference(
     }
     None
 }
-
-// ------------------------------------------------------------- the network
 
 /// Runs `step`, failing with DEADLINE_EXCEEDED if it takes longer than `limit`.
 async fn within<T>(
