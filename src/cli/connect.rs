@@ -357,16 +357,8 @@ async fn handshake(
     password: &str,
 ) -> Result<Authorization, Failure> {
     let basic_value = basic(user, password)?;
-    let hello = HandshakeRequest {
-        protocol_version: 0,
-        payload: Bytes::new(),
-    };
-    let mut request = Request::new(tokio_stream::iter([hello]));
-    request
-        .metadata_mut()
-        .insert("authorization", basic_value.clone());
-    let response = match client.handshake(request).await {
-        Ok(response) => response,
+    let answer = match basic_handshake(&mut client, basic_value.clone()).await {
+        Ok(answer) => answer,
         // A server without Handshake may still accept Basic on every call
         // (the cookbook's middleware does).
         Err(status) if status.code() == Code::Unimplemented => {
@@ -374,18 +366,43 @@ async fn handshake(
         }
         Err(status) => return Err(auth_failure(status, user)),
     };
+    let token = answer.bearer.or_else(|| {
+        let text = std::str::from_utf8(&answer.payload).ok()?.trim();
+        (!text.is_empty())
+            .then(|| MetadataValue::try_from(format!("Bearer {text}")).ok())
+            .flatten()
+    });
+    // No token at all: the server did not need one, or takes Basic per call.
+    Ok(Authorization(Some(token.unwrap_or(basic_value))))
+}
+
+/// What a Handshake answered.
+pub struct HandshakeAnswer {
+    /// The `authorization: Bearer ...` header, from the response headers or,
+    /// failing that, the trailers.
+    pub bearer: Option<MetadataValue<Ascii>>,
+    /// The first non-empty response payload (some servers put the token there).
+    pub payload: Bytes,
+}
+
+/// One Handshake call carrying `authorization: <basic>`, read to its end.
+pub async fn basic_handshake(
+    client: &mut Client,
+    basic: MetadataValue<Ascii>,
+) -> Result<HandshakeAnswer, Status> {
+    let hello = HandshakeRequest {
+        protocol_version: 0,
+        payload: Bytes::new(),
+    };
+    let mut request = Request::new(tokio_stream::iter([hello]));
+    request.metadata_mut().insert("authorization", basic);
+    let response = client.handshake(request).await?;
     let mut token = bearer(response.metadata());
     let mut stream = response.into_inner();
     let mut payload = Bytes::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(reply)) => {
-                if payload.is_empty() {
-                    payload = reply.payload;
-                }
-            }
-            Ok(None) => break,
-            Err(status) => return Err(auth_failure(status, user)),
+    while let Some(reply) = stream.message().await? {
+        if payload.is_empty() {
+            payload = reply.payload;
         }
     }
     if token.is_none() {
@@ -393,13 +410,10 @@ async fn handshake(
             token = bearer(&trailers);
         }
     }
-    if token.is_none() && !payload.is_empty() {
-        token = std::str::from_utf8(&payload)
-            .ok()
-            .and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.trim())).ok());
-    }
-    // No token at all: the server did not need one, or takes Basic per call.
-    Ok(Authorization(Some(token.unwrap_or(basic_value))))
+    Ok(HandshakeAnswer {
+        bearer: token,
+        payload,
+    })
 }
 
 /// The `authorization: Bearer ...` value in a header map, if there is one.
