@@ -214,6 +214,36 @@ fn hangar_passes_every_check_with_login_and_write() {
 }
 
 #[test]
+fn write_as_a_user_who_may_not_upload_skips_what_needs_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let mut file = hangar::auth::Users::default();
+    file.add("rob", hangar::auth::Role::Read, "r3ad-only")
+        .unwrap();
+    file.save(&users).unwrap();
+    let server = TestServer::start_with_args([std::ffi::OsStr::new("--users"), users.as_os_str()]);
+    let report = check_json(
+        &server.uri,
+        &["--user", "rob", "--write"],
+        &[("HANGAR_PASSWORD", "r3ad-only")],
+    );
+    report.assert_fails_only(&[]);
+    for check in ["empty-schema-first", "roundtrip", "drop-dataset"] {
+        assert_eq!(report.results[check].0, "skip", "{}", report.stdout);
+    }
+    assert!(report.detail("roundtrip").contains("PERMISSION_DENIED"));
+    assert!(report
+        .detail("roundtrip")
+        .contains("--user a user who may upload"));
+    // Nothing was stored, so there is nothing to warn about.
+    assert!(
+        !report.stderr.contains("could not drop"),
+        "{}",
+        report.stderr
+    );
+}
+
+#[test]
 fn text_report_has_a_line_per_check_and_skips_what_needs_flags() {
     let server = TestServer::start();
     let output = hangar_check(&server.uri, &[], &[]);

@@ -1102,18 +1102,21 @@ pub async fn check(connector: &mut Connector, options: &Options) -> Result<(), F
         result = run_checks(&mut checker, &mut outcomes, &mut written) => Some(result),
         _ = tokio::signal::ctrl_c() => None,
     };
-    // Always, whatever happened above: leave nothing behind.
+    // Always, whatever happened above: leave nothing behind. An upload that
+    // failed may still have left a file (the cookbook writes as it reads).
     let mut dropped = Vec::new();
-    for name in &written {
-        if let Err(status) = checker.action("drop_dataset", name).await {
-            eprintln!(
-                "hangar: could not drop {} the check uploaded: {}",
-                quote(name),
-                status_text(&status)
-            );
-            eprintln!("hangar: hint: remove it with 'hangar rm {name}'");
-        } else {
-            dropped.push(name.clone());
+    for Upload { name, stored } in &written {
+        match checker.action("drop_dataset", name).await {
+            Ok(()) => dropped.push(name.clone()),
+            Err(_) if !stored => {}
+            Err(status) => {
+                eprintln!(
+                    "hangar: could not drop {} the check uploaded: {}",
+                    quote(name),
+                    status_text(&status)
+                );
+                eprintln!("hangar: hint: remove it with 'hangar rm {name}'");
+            }
         }
     }
     match result {
@@ -1131,14 +1134,44 @@ pub async fn check(connector: &mut Connector, options: &Options) -> Result<(), F
     )
 }
 
+fn mark_stored(uploads: &mut [Upload], name: &str) {
+    if let Some(upload) = uploads.iter_mut().find(|u| u.name == name) {
+        upload.stored = true;
+    }
+}
+
+/// An upload of `--write` failed: a refusal of the user (a server may well
+/// keep some users from writing) leaves `check` unchecked, anything else FAILs.
+fn upload_failed(check: &'static str, what: String, status: &Status) -> Outcome {
+    let text = format!("{what}: {}", status_text(status));
+    match status.code() {
+        Code::PermissionDenied | Code::Unauthenticated => skip(
+            check,
+            format!("{text} (--user a user who may upload to check this)"),
+        ),
+        _ => fail(check, text),
+    }
+}
+
+/// A dataset `--write` uploads, and whether the server took it.
+struct Upload {
+    name: String,
+    stored: bool,
+}
+
 async fn drop_outcome(
     checker: &mut Checker<'_>,
-    written: &[String],
+    uploads: &[Upload],
     dropped: &[String],
 ) -> Outcome {
     let check = "drop-dataset";
+    let written: Vec<&String> = uploads
+        .iter()
+        .filter(|u| u.stored)
+        .map(|u| &u.name)
+        .collect();
     if written.is_empty() {
-        return skip(check, "nothing was uploaded");
+        return skip(check, "no upload succeeded, so there was nothing to drop");
     }
     if let Some(name) = written.iter().find(|n| !dropped.contains(n)) {
         return fail(
@@ -1151,7 +1184,7 @@ async fn drop_outcome(
             let left: Vec<String> = infos
                 .iter()
                 .filter_map(listed_name)
-                .filter(|n| written.contains(n))
+                .filter(|n| written.contains(&n))
                 .collect();
             if left.is_empty() {
                 pass(
@@ -1181,7 +1214,7 @@ async fn drop_outcome(
 async fn run_checks(
     checker: &mut Checker<'_>,
     out: &mut Vec<Outcome>,
-    written: &mut Vec<String>,
+    written: &mut Vec<Upload>,
 ) -> Result<(), Failure> {
     let listed = match checker.list().await {
         Ok(infos) => {
@@ -1243,18 +1276,20 @@ async fn run_checks(
     if checker.options.write {
         let name = checker.prefix.clone();
         let empty_name = format!("{name}-empty");
-        written.push(name.clone());
+        written.push(Upload {
+            name: name.clone(),
+            stored: false,
+        });
         let put = checker
             .put(&name, &table.schema(), std::slice::from_ref(&table))
             .await;
         match put {
             Err(status) => {
-                roundtrip = fail(
-                    "roundtrip",
-                    format!("DoPut of {}: {}", quote(&name), status_text(&status)),
-                );
+                roundtrip =
+                    upload_failed("roundtrip", format!("DoPut of {}", quote(&name)), &status);
             }
             Ok(()) => {
+                mark_stored(written, &name);
                 let target = checker
                     .read_target(&name, path_descriptor(&name), false, true)
                     .await;
@@ -1262,17 +1297,18 @@ async fn run_checks(
                 targets.push(target);
             }
         }
-        written.push(empty_name.clone());
+        written.push(Upload {
+            name: empty_name.clone(),
+            stored: false,
+        });
         match checker.put(&empty_name, &table.schema(), &[]).await {
-            Err(status) => out.push(fail(
+            Err(status) => out.push(upload_failed(
                 "empty-schema-first",
-                format!(
-                    "DoPut of the empty dataset {}: {}",
-                    quote(&empty_name),
-                    status_text(&status)
-                ),
+                format!("DoPut of the empty dataset {}", quote(&empty_name)),
+                &status,
             )),
             Ok(()) => {
+                mark_stored(written, &empty_name);
                 let target = checker
                     .read_target(&empty_name, path_descriptor(&empty_name), true, false)
                     .await;
