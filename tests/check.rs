@@ -214,6 +214,47 @@ fn hangar_passes_every_check_with_login_and_write() {
 }
 
 #[test]
+fn hangar_over_mutual_tls_with_login_passes_every_check() {
+    let certs = tempfile::tempdir().unwrap();
+    common::certificates(certs.path());
+    let pem = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+    let users = certs.path().join("users");
+    let mut file = hangar::auth::Users::default();
+    file.add("ann", hangar::auth::Role::Admin, "s3cret-pass")
+        .unwrap();
+    file.save(&users).unwrap();
+    let server = TestServer::start_with_args([
+        "--tls-cert",
+        &pem("server.pem"),
+        "--tls-key",
+        &pem("server.key"),
+        "--tls-client-ca",
+        &pem("ca.pem"),
+        "--users",
+        &users.to_string_lossy(),
+    ]);
+    assert!(server.uri.starts_with("grpc+tls://"), "{}", server.uri);
+    let (ca, cert, key) = (pem("ca.pem"), pem("client.pem"), pem("client.key"));
+    let report = check_json(
+        &server.uri,
+        &[
+            "--tls-root",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--user",
+            "ann",
+            "--write",
+        ],
+        &[("HANGAR_PASSWORD", "s3cret-pass")],
+    );
+    report.assert_fails_only(&[]);
+    assert!(report.with("skip").is_empty(), "{}", report.stdout);
+}
+
+#[test]
 fn write_as_a_user_who_may_not_upload_skips_what_needs_the_upload() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
