@@ -783,13 +783,10 @@ async fn within<T>(
     })
 }
 
-/// Reads a response stream to its end.
-async fn drain<T>(stream: &mut tonic::codec::Streaming<T>) -> Result<usize, Status> {
-    let mut count = 0;
-    while stream.message().await?.is_some() {
-        count += 1;
-    }
-    Ok(count)
+/// Reads a response stream to its end (an error may come after messages).
+async fn drain<T>(stream: &mut tonic::codec::Streaming<T>) -> Result<(), Status> {
+    while stream.message().await?.is_some() {}
+    Ok(())
 }
 
 struct Checker<'a> {
@@ -879,7 +876,7 @@ impl Checker<'_> {
                 .do_put(tokio_stream::iter(messages))
                 .await?
                 .into_inner();
-            drain(&mut results).await.map(|_| ())
+            drain(&mut results).await
         })
         .await
     }
@@ -892,7 +889,7 @@ impl Checker<'_> {
         let mut client = self.client.clone();
         within(self.options.timeout, async move {
             let mut results = client.do_action(action).await?.into_inner();
-            drain(&mut results).await.map(|_| ())
+            drain(&mut results).await
         })
         .await
     }
@@ -930,7 +927,7 @@ impl Checker<'_> {
         let mut client = self.client.clone();
         within(self.options.timeout, async move {
             let mut stream = client.do_get(ticket).await?.into_inner();
-            drain(&mut stream).await.map(|_| ())
+            drain(&mut stream).await
         })
         .await
     }
@@ -1003,7 +1000,7 @@ async fn login(
                 let mut request = Request::new(Criteria::default());
                 request.metadata_mut().insert("authorization", value);
                 let mut stream = client.list_flights(request).await?.into_inner();
-                drain(&mut stream).await.map(|_| ())
+                drain(&mut stream).await
             })
             .await
         }
