@@ -523,22 +523,21 @@ fn listed(uri: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_step_over_the_timeout_fails_and_the_upload_is_still_dropped() {
+fn a_step_over_the_timeout_fails_with_deadline_exceeded() {
+    // DoPut never answers; the run still ends, and says which step and why.
+    // (That the upload is dropped all the same is shown by the Ctrl-C test
+    // below, which waits until the server has stored it.)
     let server = broken(&["--stall-put"]);
     let report = check_json(&server.uri, &["--write", "--timeout", "1s"], &[]);
     assert_eq!(report.results["roundtrip"].0, "fail", "{}", report.stdout);
     assert!(
         report
             .detail("roundtrip")
-            .contains("DEADLINE_EXCEEDED: no answer within 1 s"),
+            .contains("DEADLINE_EXCEEDED: no answer within 1 s (raise --timeout)"),
         "{}",
         report.detail("roundtrip")
     );
     assert_eq!(report.code, 1);
-    server.wait_for_stderr("the stalled upload", |log| {
-        log.contains("put stored hangar-check-")
-    });
-    assert_eq!(listed(&server.uri), ["empty", "numbers"]);
 }
 
 #[test]
