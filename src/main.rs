@@ -37,6 +37,7 @@ CLIENT COMMANDS (talk to any Arrow Flight server; --server URI or $HANGAR_SERVER
     rm          Delete a dataset: hangar rm NAME
     actions     List the server's actions
     action      Run an action: hangar action TYPE [BODY]
+    check       Audit a Flight server's protocol: hangar check URI [--write]
 
 OPTIONS:
     -h, --help       Print help (hangar <COMMAND> --help for a command's options)

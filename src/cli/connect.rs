@@ -198,6 +198,11 @@ impl Connector {
         })
     }
 
+    /// The server `--server` names.
+    pub fn server(&self) -> &ServerUri {
+        &self.options.server
+    }
+
     /// The `--max-message-size` limit, for messages either way.
     pub fn max_message_bytes(&self) -> usize {
         self.options.max_message_bytes
@@ -257,17 +262,9 @@ impl Connector {
         }
         // Clones of a channel share its connection: the handshake and the
         // calls after it go over the same one.
-        let channel = Traced::client(
-            self.channel(uri).await?,
-            self.tracer.clone(),
-            uri.to_string(),
-        );
+        let channel = self.channel(uri).await?;
         let limit = self.options.max_message_bytes;
-        let with = |authorization| {
-            FlightServiceClient::with_interceptor(channel.clone(), authorization)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit)
-        };
+        let with = |authorization| client_of(channel.clone(), authorization, limit);
         let authorization = match (&self.options.user, &self.password) {
             (Some(user), Some(password)) if credentials => {
                 handshake(with(Authorization::default()), user, password).await?
@@ -279,7 +276,25 @@ impl Connector {
         Ok(client)
     }
 
-    async fn channel(&self, uri: &ServerUri) -> Result<Channel, Failure> {
+    /// The `--user` name and its password, for callers that log in by hand
+    /// to see each step (`hangar check`).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.options.user.as_deref().zip(self.password.as_deref())
+    }
+
+    /// A client for `--server` on a connection of its own that carries no
+    /// credentials: every header is the caller's to set.
+    pub async fn anonymous(&self) -> Result<Client, Failure> {
+        let channel = self.channel(&self.options.server).await?;
+        Ok(client_of(
+            channel,
+            Authorization::default(),
+            self.options.max_message_bytes,
+        ))
+    }
+
+    /// A connection to `uri`, traced when `--trace` asks for it.
+    async fn channel(&self, uri: &ServerUri) -> Result<Traced<Channel>, Failure> {
         let options = &self.options;
         let mut endpoint = Endpoint::from_shared(uri.http_uri())
             .map_err(|e| Failure::usage(format!("invalid server address {uri}: {e}")))?
@@ -304,7 +319,7 @@ impl Connector {
                 .tls_config(tls)
                 .map_err(|e| Failure::local(format!("TLS setup for {uri}: {}", chain(&e))))?;
         }
-        endpoint.connect().await.map_err(|e| {
+        let channel = endpoint.connect().await.map_err(|e| {
             let message = format!("cannot connect to {uri}: {}", chain(&e));
             let tls_problem = message.contains("certificate") || message.contains("alert");
             let mut failure = Failure::status(Code::Unavailable, message);
@@ -326,8 +341,30 @@ impl Connector {
                 });
             }
             failure
-        })
+        })?;
+        Ok(Traced::client(
+            channel,
+            self.tracer.clone(),
+            uri.to_string(),
+        ))
     }
+}
+
+fn client_of(channel: Traced<Channel>, authorization: Authorization, limit: usize) -> Client {
+    FlightServiceClient::with_interceptor(channel, authorization)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+/// The `authorization: Basic base64(user:password)` value Handshake carries.
+pub fn basic(user: &str, password: &str) -> Result<MetadataValue<Ascii>, Failure> {
+    let basic = format!(
+        "Basic {}",
+        crate::auth::base64_encode(format!("{user}:{password}").as_bytes())
+    );
+    MetadataValue::try_from(basic.as_str()).map_err(|_| {
+        Failure::usage("the user name or password has characters a header cannot carry")
+    })
 }
 
 /// Trades user and password for a token (see the module comment).
@@ -336,23 +373,9 @@ async fn handshake(
     user: &str,
     password: &str,
 ) -> Result<Authorization, Failure> {
-    let basic = format!(
-        "Basic {}",
-        crate::auth::base64_encode(format!("{user}:{password}").as_bytes())
-    );
-    let basic_value = MetadataValue::try_from(basic.as_str()).map_err(|_| {
-        Failure::usage("the user name or password has characters a header cannot carry")
-    })?;
-    let hello = HandshakeRequest {
-        protocol_version: 0,
-        payload: Bytes::new(),
-    };
-    let mut request = Request::new(tokio_stream::iter([hello]));
-    request
-        .metadata_mut()
-        .insert("authorization", basic_value.clone());
-    let response = match client.handshake(request).await {
-        Ok(response) => response,
+    let basic_value = basic(user, password)?;
+    let answer = match basic_handshake(&mut client, basic_value.clone()).await {
+        Ok(answer) => answer,
         // A server without Handshake may still accept Basic on every call
         // (the cookbook's middleware does).
         Err(status) if status.code() == Code::Unimplemented => {
@@ -360,18 +383,43 @@ async fn handshake(
         }
         Err(status) => return Err(auth_failure(status, user)),
     };
+    let token = answer.bearer.or_else(|| {
+        let text = std::str::from_utf8(&answer.payload).ok()?.trim();
+        (!text.is_empty())
+            .then(|| MetadataValue::try_from(format!("Bearer {text}")).ok())
+            .flatten()
+    });
+    // No token at all: the server did not need one, or takes Basic per call.
+    Ok(Authorization(Some(token.unwrap_or(basic_value))))
+}
+
+/// What a Handshake answered.
+pub struct HandshakeAnswer {
+    /// The `authorization: Bearer ...` header, from the response headers or,
+    /// failing that, the trailers.
+    pub bearer: Option<MetadataValue<Ascii>>,
+    /// The first non-empty response payload (some servers put the token there).
+    pub payload: Bytes,
+}
+
+/// One Handshake call carrying `authorization: <basic>`, read to its end.
+pub async fn basic_handshake(
+    client: &mut Client,
+    basic: MetadataValue<Ascii>,
+) -> Result<HandshakeAnswer, Status> {
+    let hello = HandshakeRequest {
+        protocol_version: 0,
+        payload: Bytes::new(),
+    };
+    let mut request = Request::new(tokio_stream::iter([hello]));
+    request.metadata_mut().insert("authorization", basic);
+    let response = client.handshake(request).await?;
     let mut token = bearer(response.metadata());
     let mut stream = response.into_inner();
     let mut payload = Bytes::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(reply)) => {
-                if payload.is_empty() {
-                    payload = reply.payload;
-                }
-            }
-            Ok(None) => break,
-            Err(status) => return Err(auth_failure(status, user)),
+    while let Some(reply) = stream.message().await? {
+        if payload.is_empty() {
+            payload = reply.payload;
         }
     }
     if token.is_none() {
@@ -379,17 +427,14 @@ async fn handshake(
             token = bearer(&trailers);
         }
     }
-    if token.is_none() && !payload.is_empty() {
-        token = std::str::from_utf8(&payload)
-            .ok()
-            .and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.trim())).ok());
-    }
-    // No token at all: the server did not need one, or takes Basic per call.
-    Ok(Authorization(Some(token.unwrap_or(basic_value))))
+    Ok(HandshakeAnswer {
+        bearer: token,
+        payload,
+    })
 }
 
 /// The `authorization: Bearer ...` value in a header map, if there is one.
-fn bearer(metadata: &MetadataMap) -> Option<MetadataValue<Ascii>> {
+pub fn bearer(metadata: &MetadataMap) -> Option<MetadataValue<Ascii>> {
     metadata.get_all("authorization").iter().find_map(|value| {
         let text = value.to_str().ok()?;
         let (kind, token) = text.split_once(' ')?;

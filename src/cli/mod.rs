@@ -1,13 +1,16 @@
 //! The client subcommands (`put`, `get`, `ls`, `info`, `head`, `rm`, `actions`,
-//! `action`): their arguments, their help, and the one error type they report.
+//! `action`, `check`): their arguments, their help, and the one error type
+//! they report.
 //!
 //! They talk to any Arrow Flight server, not only hangar, and keep ripgrep's
 //! manners: data on stdout or in files, messages and progress on stderr, exit
 //! code 0 on success, 1 when the server or I/O failed, 2 for a usage error.
 //! [`connect`] reaches the server, [`transfer`] moves data, [`show`] prints
-//! what the server knows, [`progress`] draws the progress line.
+//! what the server knows, [`progress`] draws the progress line, [`check`]
+//! audits a server's protocol.
 
 pub mod action;
+pub mod check;
 pub mod connect;
 pub mod progress;
 pub mod show;
@@ -27,7 +30,7 @@ use crate::log::code_name;
 
 /// The subcommands this module handles.
 pub const COMMANDS: &[&str] = &[
-    "put", "get", "ls", "info", "head", "rm", "actions", "action",
+    "put", "get", "ls", "info", "head", "rm", "actions", "action", "check",
 ];
 
 /// True if `command` is one of [`COMMANDS`].
@@ -210,6 +213,66 @@ EXAMPLES:
     connection_help!()
 );
 
+const CHECK_HELP: &str = concat!(
+    "\
+hangar check — audit any Flight server's protocol and cookbook behaviour
+
+USAGE:
+    hangar check [OPTIONS] [URI]
+
+URI is the server to audit (grpc://HOST:PORT or grpc+tls://HOST:PORT); without
+it, --server or $HANGAR_SERVER. Prints one line per check on stdout, PASS, FAIL
+or SKIP with the reason, then a summary. Exit code 1 if any check FAILs.
+
+The checks read raw Flight messages: the DoGet streams of the smallest listed
+dataset with rows and of an empty one if listed, plus, with --write, of two
+datasets the check uploads itself. Without --write nothing is changed on the
+server.
+
+CHECKS:
+    handshake             Handshake with Basic credentials answers an
+                          'authorization: Bearer' header          (--user)
+    token-accepted        a call carrying only that token is served (--user)
+    token-altered         the token altered is refused: UNAUTHENTICATED (--user)
+    list-flights          ListFlights answers
+    schema-first          every DoGet stream starts with a Schema message
+    empty-schema-first    ...also the stream of an empty dataset
+    dictionaries-first    each dictionary comes before the batches using it
+    message-size          every message fits the default 4 MiB client limit
+    info-schema           GetFlightInfo's schema equals the stream's
+    total-records         total_records equals the rows streamed (or -1)
+    missing-dataset       GetFlightInfo and DoGet of a missing dataset:
+                          NOT_FOUND
+    malformed-descriptor  a PATH descriptor without a path: INVALID_ARGUMENT
+    malformed-ticket      a ticket of non-UTF-8 bytes: INVALID_ARGUMENT
+                          (never INTERNAL or UNKNOWN)
+    unknown-action        an unlisted action is refused: UNIMPLEMENTED,
+                          INVALID_ARGUMENT or NOT_FOUND
+    list-actions          drop_dataset is listed and every listed action is
+                          accepted                                 (--write)
+    roundtrip             DoPut then DoGet of a table with every common type
+                          and nulls in each column comes back unchanged (--write)
+    drop-dataset          drop_dataset removes the uploads         (--write)
+
+OPTIONS:
+    --write                    Also upload two datasets named
+                               hangar-check-<random> and ...-empty, read them
+                               back, and drop them at the end (also after a
+                               failure or Ctrl-C); and call each action
+                               ListActions names, with the name of a dataset
+                               that does not exist as its body
+    --json                     One JSON object: {server, checks: [{check,
+                               result, detail}], passed, failed, skipped}
+    --timeout DURATION         Longest wait for one call and its stream
+                               [default: 30s]
+
+EXAMPLES:
+    hangar check grpc://127.0.0.1:8815
+    HANGAR_PASSWORD=s3cret hangar check grpc+tls://flight.example.com:443 --user ann --write
+",
+    connection_help!()
+);
+
 /// What [`parse`] found: a help text to print, or a command to run.
 #[derive(Debug)]
 pub enum Parsed {
@@ -279,6 +342,7 @@ pub enum Command {
         kind: String,
         body: Option<String>,
     },
+    Check(check::Options),
 }
 
 /// Which part of a dataset `get` and `info` ask for (`--columns`, `--where`,
@@ -319,6 +383,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         "rm" => RM_HELP,
         "actions" => ACTIONS_HELP,
         "action" => ACTION_HELP,
+        "check" => CHECK_HELP,
         other => return Err(format!("unknown command '{other}'")),
     };
     let mut server = None;
@@ -333,6 +398,8 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
     let mut rows = 10usize;
     let mut trust_locations = false;
     let mut trace = None;
+    let mut write = false;
+    let mut timeout = Duration::from_secs(30);
     let mut select = Selection::default();
     let mut positional: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -363,7 +430,17 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
             Long("trace") => trace = Some(trace.unwrap_or(crate::log::Format::Text)),
             Long("trace-format") => trace = Some(trace_format(parser.value())?),
             Short('q') | Long("quiet") => quiet = true,
-            Long("json") if matches!(command, "ls" | "info") => json = true,
+            Long("json") if matches!(command, "ls" | "info" | "check") => json = true,
+            Long("write") if command == "check" => write = true,
+            Long("timeout") if command == "check" => {
+                let text = utf8(parser.value(), "--timeout")?;
+                timeout = crate::duration::parse_bounded(
+                    &text,
+                    Duration::from_secs(1),
+                    Duration::from_secs(3600),
+                )
+                .map_err(|e| format!("invalid --timeout '{text}': {e}"))?;
+            }
             Long("columns") if matches!(command, "get" | "info") => {
                 let text = utf8(parser.value(), "--columns")?;
                 let names: Vec<String> = text
@@ -403,6 +480,14 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
         }
     }
 
+    // `hangar check URI`: the URI is the server.
+    if command == "check" && !positional.is_empty() {
+        let uri = positional.remove(0);
+        let text = uri
+            .into_string()
+            .map_err(|u| format!("the URI '{}' is not UTF-8", u.to_string_lossy()))?;
+        server = Some(ServerUri::parse(&text).map_err(|e| format!("invalid URI: {e}"))?);
+    }
     let server = match server {
         Some(server) => server,
         None => match std::env::var("HANGAR_SERVER") {
@@ -481,6 +566,11 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, String
             name: next("a dataset NAME")?,
         },
         "actions" => Command::Actions,
+        "check" => Command::Check(check::Options {
+            write,
+            json,
+            timeout,
+        }),
         _ => Command::Action {
             kind: next("an action TYPE")?,
             body: next("").ok(),
@@ -571,7 +661,12 @@ pub fn run(invocation: Invocation) -> ExitCode {
     let Some(runtime) = start_runtime("hangar-client") else {
         return ExitCode::from(1);
     };
+    // `check` handles Ctrl-C itself: it still drops what it uploaded.
+    let handles_interrupt = matches!(invocation.command, Command::Check(_));
     let result = runtime.block_on(async move {
+        if handles_interrupt {
+            return execute(invocation).await;
+        }
         tokio::select! {
             result = execute(invocation) => result,
             _ = tokio::signal::ctrl_c() => Err(Failure::interrupted()),
@@ -622,6 +717,7 @@ async fn execute(invocation: Invocation) -> Result<(), Failure> {
         Command::Rm { name } => action::rm(&mut connector, &name, quiet).await,
         Command::Actions => show::actions(&mut connector).await,
         Command::Action { kind, body } => action::action(&mut connector, &kind, body).await,
+        Command::Check(options) => check::check(&mut connector, &options).await,
     };
     result.map_err(|mut failure| {
         if failure.code == Some(Code::Unauthenticated) && has_user {
@@ -730,7 +826,7 @@ impl Failure {
         }
     }
 
-    fn interrupted() -> Failure {
+    pub(super) fn interrupted() -> Failure {
         Failure {
             exit: 130,
             ..Failure::local("interrupted")
@@ -881,6 +977,51 @@ mod tests {
         assert_eq!(tls.connect.tls_root, Some(PathBuf::from("ca.pem")));
         assert_eq!(tls.connect.user.as_deref(), Some("ann"));
         assert!(matches!(parse_args(&["get", "--help"]), Ok(Parsed::Help(h)) if h == GET_HELP));
+    }
+
+    #[test]
+    fn check_takes_the_uri_and_its_flags_and_its_help_names_every_check() {
+        let run = run_of(&[
+            "check",
+            "grpc://h:1",
+            "--write",
+            "--json",
+            "--timeout",
+            "5s",
+        ]);
+        assert_eq!(run.connect.server.to_string(), "grpc://h:1");
+        assert_eq!(
+            run.command,
+            Command::Check(check::Options {
+                write: true,
+                json: true,
+                timeout: Duration::from_secs(5),
+            })
+        );
+        let plain = run_of(&["check", "--server", "grpc://h:2"]);
+        assert_eq!(plain.connect.server.to_string(), "grpc://h:2");
+        assert!(matches!(plain.command, Command::Check(ref o) if !o.write && !o.json));
+        for name in check::CHECKS {
+            assert!(
+                CHECK_HELP.contains(&format!("\n    {name} ")),
+                "{name} is not in CHECK_HELP"
+            );
+        }
+        for (args, expected) in [
+            (
+                &["check", "grpc://h:1", "--timeout", "0s"][..],
+                "invalid --timeout",
+            ),
+            (&["check", "h:1"][..], "invalid URI"),
+            (
+                &["check", "grpc://h:1", "extra"][..],
+                "unexpected argument 'extra'",
+            ),
+            (&["ls", "--write"][..], "--write"),
+        ] {
+            let err = parse_args(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
     }
 
     #[test]

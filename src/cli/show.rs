@@ -24,7 +24,7 @@ const MAX_CELL_CHARS: usize = 48;
 const MAX_METADATA_CHARS: usize = 72;
 
 /// Writes to stdout. A closed pipe (`hangar ls | head -1`) is not an error.
-fn emit(text: &str) -> Result<(), Failure> {
+pub(super) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
