@@ -26,6 +26,7 @@ use tonic::codegen::tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{self, Authenticator, Credentials, Operation, Principal};
+use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 use crate::log::{Call, Logger};
 use crate::proto::flight_descriptor::DescriptorType;
@@ -55,6 +56,9 @@ pub struct Limits {
     /// IPC body compression of DoGet unless a query ticket says otherwise
     /// (`--ipc-compression`).
     pub ipc_compression: IpcCompression,
+    /// Bytes that uploads and downloads may hold in flight, server-wide
+    /// (`--memory-limit`, see [`crate::budget`]).
+    pub memory_limit: u64,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_concurrent_calls: 256,
             ipc_compression: IpcCompression::None,
+            memory_limit: budget::DEFAULT_LIMIT,
         }
     }
 }
@@ -89,11 +94,14 @@ pub struct Hangar {
     /// The Handshake budget (see [`Hangar::handshake_slot`]).
     handshakes: Arc<Semaphore>,
     handshakes_per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    /// The server-wide memory budget DoGet and DoPut draw from.
+    memory: Budget,
 }
 
 impl Hangar {
     pub fn new(store: Arc<Store>, log: Logger, limits: Limits) -> Hangar {
         let calls = Arc::new(Semaphore::new(limits.max_concurrent_calls.max(1)));
+        let memory = limits.memory_limit;
         Hangar {
             store,
             log,
@@ -103,6 +111,7 @@ impl Hangar {
             password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
             handshakes_per_peer: Arc::default(),
+            memory: Budget::new(memory),
         }
     }
 
