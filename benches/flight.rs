@@ -36,6 +36,7 @@
 //! | `HANGAR_BENCH_INFO_CALLS` | 2000 | GetFlightInfo calls (hangar) |
 //! | `HANGAR_BENCH_LIST_CALLS` | 100 | ListFlights calls (hangar) |
 //! | `HANGAR_BENCH_REFERENCE` | 1 | 0 skips the pyarrow reference |
+//! | `HANGAR_BENCH_ARROW_FLIGHT` | 1 | 0 skips the arrow-flight crate reference (reference_server.rs) |
 //! | `HANGAR_PYTHON` | `.venv/bin/python`, else `python3` | interpreter with pyarrow |
 //! | `HANGAR_BENCH_DIR` | system temp dir | where the repositories go (removed after) |
 //! | `HANGAR_BENCH_CLIENT_WINDOW` | tonic's default | client HTTP/2 stream window, bytes |
@@ -71,6 +72,7 @@ use hangar::service::Limits;
 use hangar::store::{Codec, Store};
 use tonic::transport::{Channel, Endpoint};
 
+mod reference_server;
 mod support;
 use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
 
@@ -92,6 +94,11 @@ const REFERENCE_LATENCY_BUDGET: Duration = Duration::from_secs(20);
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 fn main() {
+    // The Rust reference server runs as this same binary (see reference_server.rs).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == "--serve-arrow-flight" {
+        reference_server::serve(PathBuf::from(&args[2]));
+    }
     support::only_under_cargo_bench("flight");
     let config = Config::from_env();
     support::run_with_watchdog("flight", config.timeout, "HANGAR_BENCH_TIMEOUT_S", || {
@@ -112,6 +119,8 @@ struct Config {
     info_calls: usize,
     list_calls: usize,
     reference: bool,
+    /// Also run the arrow-flight crate server (`HANGAR_BENCH_ARROW_FLIGHT`).
+    arrow_flight: bool,
     python: PathBuf,
     dir: PathBuf,
     bin: PathBuf,
@@ -143,6 +152,7 @@ impl Config {
             info_calls: env_or("HANGAR_BENCH_INFO_CALLS", 2000usize).max(1),
             list_calls: env_or("HANGAR_BENCH_LIST_CALLS", 100usize).max(1),
             reference: env_or("HANGAR_BENCH_REFERENCE", 1u8) != 0,
+            arrow_flight: env_or("HANGAR_BENCH_ARROW_FLIGHT", 1u8) != 0,
             python,
             dir: std::env::var_os("HANGAR_BENCH_DIR")
                 .map(PathBuf::from)
@@ -302,7 +312,10 @@ fn ceiling_get(store: &Store, name: &str) -> Res<(Duration, u64)> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Hangar,
+    /// The Arrow cookbook's pyarrow server.
     Reference,
+    /// The arrow-flight crate server of `reference_server.rs`.
+    ArrowFlight,
 }
 
 impl Kind {
@@ -310,6 +323,7 @@ impl Kind {
         match self {
             Kind::Hangar => "hangar",
             Kind::Reference => "reference",
+            Kind::ArrowFlight => "arrow-flight",
         }
     }
 }
@@ -346,6 +360,11 @@ impl Server {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
                 let mut c = Command::new(&config.python);
                 c.arg(script).arg("0").arg(repo);
+                c
+            }
+            Kind::ArrowFlight => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("--serve-arrow-flight").arg(repo);
                 c
             }
         };
@@ -748,10 +767,12 @@ struct Results {
     parquet_bytes: u64,
     hangar: Throughput,
     reference: Option<Throughput>,
+    arrow_flight: Option<Throughput>,
     hangar_meta: Metadata,
     reference_meta: Option<Metadata>,
     hangar_memory: Option<Memory>,
     reference_memory: Option<Memory>,
+    arrow_flight_memory: Option<Memory>,
     hangar_startup: Startup,
     reference_startup: Option<Startup>,
     binary_bytes: u64,
@@ -853,17 +874,37 @@ fn run(config: &Config) -> Res<()> {
     } else {
         None
     };
+    let arrow_flight_server = if config.arrow_flight {
+        Some(Server::start(
+            Kind::ArrowFlight,
+            config,
+            &work.path().join("arrow-flight"),
+            &logs,
+        )?)
+    } else {
+        None
+    };
     let mut hangar = Throughput::default();
     let mut reference = Throughput::default();
+    let mut arrow_flight = Throughput::default();
     rt.block_on(async {
         let mut hangar_client = hangar_server.client().await?;
         let mut reference_client = match &reference_server {
             Some(server) => Some(server.client().await?),
             None => None,
         };
+        let mut arrow_flight_client = match &arrow_flight_server {
+            Some(server) => Some(server.client().await?),
+            None => None,
+        };
         for run in 0..config.runs {
             for (server, client, out) in [
                 (Some(&hangar_server), Some(&mut hangar_client), &mut hangar),
+                (
+                    arrow_flight_server.as_ref(),
+                    arrow_flight_client.as_mut(),
+                    &mut arrow_flight,
+                ),
                 (
                     reference_server.as_ref(),
                     reference_client.as_mut(),
@@ -899,18 +940,22 @@ fn run(config: &Config) -> Res<()> {
             }
         }
         drop_dataset(&mut hangar_client, "table.parquet").await?;
-        if let Some(client) = reference_client.as_mut() {
+        for client in [reference_client.as_mut(), arrow_flight_client.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             drop_dataset(client, "table.parquet").await?;
         }
         Res::Ok(())
     })?;
-    for t in [&mut hangar, &mut reference] {
+    for t in [&mut hangar, &mut reference, &mut arrow_flight] {
         t.put = best(&t.put_runs);
         t.get = best(&t.get_runs);
         t.get4 = best(&t.get4_runs);
     }
     drop(hangar_server);
     drop(reference_server);
+    drop(arrow_flight_server);
     drop(upload);
     drop(table);
 
@@ -926,6 +971,17 @@ fn run(config: &Config) -> Res<()> {
     fs::remove_dir_all(&meta_repo)?;
 
     // Memory while moving a large dataset.
+    let arrow_flight_memory = if config.big_bytes > 0 && config.arrow_flight {
+        Some(memory(
+            &rt,
+            Kind::ArrowFlight,
+            config,
+            &work.path().join("big-arrow-flight"),
+            &logs,
+        )?)
+    } else {
+        None
+    };
     let (hangar_memory, reference_memory) = if config.big_bytes > 0 {
         let h = memory(
             &rt,
@@ -984,10 +1040,12 @@ fn run(config: &Config) -> Res<()> {
         parquet_bytes,
         hangar,
         reference: config.reference.then_some(reference),
+        arrow_flight: config.arrow_flight.then_some(arrow_flight),
         hangar_meta,
         reference_meta,
         hangar_memory,
         reference_memory,
+        arrow_flight_memory,
         hangar_startup,
         reference_startup,
         binary_bytes,
@@ -1064,7 +1122,9 @@ fn metadata(
     let server = Server::start(kind, config, repo, logs)?;
     let (info_calls, list_calls, budget) = match kind {
         Kind::Hangar => (config.info_calls, config.list_calls, Duration::MAX),
-        Kind::Reference => (
+        // The arrow-flight server has no GetFlightInfo; the metadata figures
+        // compare hangar with the cookbook's server only.
+        Kind::Reference | Kind::ArrowFlight => (
             config.info_calls,
             config.list_calls,
             REFERENCE_LATENCY_BUDGET,
@@ -1639,6 +1699,11 @@ fn report(config: &Config, r: &Results) -> String {
         ("hangar DoPut", &h.put),
         ("hangar 4 DoGets", &h.get4),
     ];
+    if let Some(x) = &r.arrow_flight {
+        cpu_rows.push(("arrow-flight DoGet", &x.get));
+        cpu_rows.push(("arrow-flight DoPut", &x.put));
+        cpu_rows.push(("arrow-flight 4 DoGets", &x.get4));
+    }
     if let Some(x) = reference {
         cpu_rows.push(("reference DoGet", &x.get));
         cpu_rows.push(("reference DoPut", &x.put));
@@ -1696,6 +1761,15 @@ fn report(config: &Config, r: &Results) -> String {
     );
     let _ = writeln!(out);
     out.push_str(&t.markdown());
+    if let Some(x) = &r.arrow_flight {
+        let _ = writeln!(out);
+        out.push_str(&versus_arrow_flight(
+            h,
+            x,
+            r.hangar_memory.as_ref(),
+            r.arrow_flight_memory.as_ref(),
+        ));
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -1722,5 +1796,90 @@ fn report(config: &Config, r: &Results) -> String {
             show_runs(&x.get4_runs)
         ))
     );
+    if let Some(x) = &r.arrow_flight {
+        let _ = writeln!(
+            out,
+            "Runs (MB/s), arrow-flight server: DoPut {}, DoGet {}, 4 DoGets {}",
+            show_runs(&x.put_runs),
+            show_runs(&x.get_runs),
+            show_runs(&x.get4_runs)
+        );
+    }
+    out
+}
+
+/// hangar against the arrow-flight crate server (issue goals: ≥ 1.2× on
+/// throughput), figure by figure: hangar / that server for every row.
+fn versus_arrow_flight(
+    h: &Throughput,
+    x: &Throughput,
+    hm: Option<&Memory>,
+    xm: Option<&Memory>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "hangar and the arrow-flight crate server (benches/reference_server.rs), same client \
+         and data, run by run interleaved; the ratio is hangar / arrow-flight (above 1 is \
+         better for throughput, below 1 for CPU and memory):"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| Figure | hangar | arrow-flight | hangar / arrow-flight | Target | Met? |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (name, a, b) in [
+        ("DoPut", &h.put, &x.put),
+        ("DoGet", &h.get, &x.get),
+        ("4 concurrent DoGets (aggregate)", &h.get4, &x.get4),
+    ] {
+        let ratio = a.mb_s() / b.mb_s();
+        let _ = writeln!(
+            out,
+            "| {name}, MB/s (best run) | {:.0} | {:.0} | {ratio:.2}× | ≥ 1.20× | {} |",
+            a.mb_s(),
+            b.mb_s(),
+            yes(ratio >= 1.2)
+        );
+        if let (Some(ca), Some(cb)) = (a.cpu, b.cpu) {
+            let per_gb = |c: f64, r: &Rate| c / (r.bytes as f64 / 1e9);
+            let (pa, pb) = (per_gb(ca.server, a), per_gb(cb.server, b));
+            let _ = writeln!(
+                out,
+                "| {name}, server CPU s per GB | {pa:.2} | {pb:.2} | {:.2}× | | |",
+                pa / pb
+            );
+        }
+    }
+    if let (Some(hm), Some(xm)) = (hm, xm) {
+        let gb = hm.big_bytes as f64 / 1e9;
+        for (name, a, b) in [
+            ("Idle RSS, MiB".to_string(), hm.idle_kib, xm.idle_kib),
+            (
+                format!("Peak RSS − idle, DoPut of {gb:.1} GB, MiB"),
+                hm.put_peak_kib.saturating_sub(hm.idle_kib),
+                xm.put_peak_kib.saturating_sub(xm.idle_kib),
+            ),
+            (
+                format!("Peak RSS − idle, DoGet of {gb:.1} GB, MiB"),
+                hm.get_peak_kib.saturating_sub(hm.idle_kib),
+                xm.get_peak_kib.saturating_sub(xm.idle_kib),
+            ),
+            (
+                "RSS after both, idle again, MiB".to_string(),
+                hm.after_kib,
+                xm.after_kib,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.1} | {:.1} | {:.2}× | | |",
+                mib(a),
+                mib(b),
+                a as f64 / b.max(1) as f64
+            );
+        }
+    }
     out
 }
