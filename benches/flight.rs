@@ -37,6 +37,7 @@
 //! | `HANGAR_BENCH_LIST_CALLS` | 100 | ListFlights calls (hangar) |
 //! | `HANGAR_BENCH_REFERENCE` | 1 | 0 skips the pyarrow reference |
 //! | `HANGAR_BENCH_ARROW_FLIGHT` | 1 | 0 skips the arrow-flight crate reference (reference_server.rs) |
+//! | `HANGAR_BENCH_CLIENT` | rust | `pyarrow`: transfers by benches/pyarrow_client.py instead |
 //! | `HANGAR_PYTHON` | `.venv/bin/python`, else `python3` | interpreter with pyarrow |
 //! | `HANGAR_BENCH_DIR` | system temp dir | where the repositories go (removed after) |
 //! | `HANGAR_BENCH_CLIENT_WINDOW` | tonic's default | client HTTP/2 stream window, bytes |
@@ -121,6 +122,9 @@ struct Config {
     reference: bool,
     /// Also run the arrow-flight crate server (`HANGAR_BENCH_ARROW_FLIGHT`).
     arrow_flight: bool,
+    /// Drive the servers from pyarrow (`HANGAR_BENCH_CLIENT=pyarrow`)
+    /// instead of the arrow-flight Rust client.
+    pyarrow_client: bool,
     python: PathBuf,
     dir: PathBuf,
     bin: PathBuf,
@@ -153,6 +157,14 @@ impl Config {
             list_calls: env_or("HANGAR_BENCH_LIST_CALLS", 100usize).max(1),
             reference: env_or("HANGAR_BENCH_REFERENCE", 1u8) != 0,
             arrow_flight: env_or("HANGAR_BENCH_ARROW_FLIGHT", 1u8) != 0,
+            pyarrow_client: match std::env::var("HANGAR_BENCH_CLIENT").as_deref() {
+                Ok("pyarrow") => true,
+                Ok("rust") | Ok("") | Err(_) => false,
+                Ok(other) => {
+                    eprintln!("HANGAR_BENCH_CLIENT must be rust or pyarrow, not {other:?}");
+                    std::process::exit(2);
+                }
+            },
             python,
             dir: std::env::var_os("HANGAR_BENCH_DIR")
                 .map(PathBuf::from)
@@ -603,6 +615,74 @@ async fn drop_dataset(client: &mut FlightClient, name: &str) -> Res<()> {
     .await
 }
 
+/// One transfer by `benches/pyarrow_client.py` (the pyarrow client mode):
+/// wall time and rows as the script measured them around the transfer, and
+/// the script's own CPU seconds meanwhile.
+fn pyarrow(config: &Config, args: &[&str]) -> Res<(Duration, u64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pyarrow_client.py");
+    let mut child = Command::new(&config.python)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the pyarrow client: {e}"))?;
+    let started = Instant::now();
+    // Bounded like every other transfer; output is small, so waiting before
+    // reading the pipes cannot deadlock.
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > TRANSFER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(
+                format!("pyarrow client {args:?} took longer than {TRANSFER_TIMEOUT:?}").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pyarrow client {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    let value = hangar::json::Value::parse(last)
+        .map_err(|e| format!("pyarrow client printed {last:?}: {e}"))?;
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| format!("pyarrow client printed no {key}: {last:?}"))
+    };
+    Ok((
+        Duration::from_secs_f64(field("secs")?),
+        field("rows")? as u64,
+        field("cpu")?,
+    ))
+}
+
+/// The client's CPU in pyarrow mode is the script's, not this process's.
+fn plus_client(mut cpu: Cpu, client: f64) -> Cpu {
+    cpu.client += client;
+    cpu
+}
+
+fn write_ipc_file(path: &Path, table: &[RecordBatch]) -> Res<()> {
+    let file = fs::File::create(path)?;
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(file, &schema())?;
+    for batch in table {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Statistics
 
@@ -801,7 +881,7 @@ fn run(config: &Config) -> Res<()> {
             env_or("HANGAR_BENCH_CLIENT_ADAPTIVE", 0u8)
         );
     }
-    if config.reference {
+    if config.reference || config.pyarrow_client {
         check_python(config)?;
     }
 
@@ -819,6 +899,16 @@ fn run(config: &Config) -> Res<()> {
         upload.len(),
         started.elapsed().as_secs_f64()
     );
+
+    // The pyarrow client reads the table from an Arrow IPC file.
+    let table_file = if config.pyarrow_client {
+        let path = work.path().join("table.arrow");
+        write_ipc_file(&path, &table)?;
+        eprintln!("client: pyarrow ({})", config.python.display());
+        Some(path)
+    } else {
+        None
+    };
 
     // Ceilings.
     let ceiling_repo = work.path().join("ceiling");
@@ -915,20 +1005,44 @@ fn run(config: &Config) -> Res<()> {
                     continue;
                 };
                 let pid = Some(server.pid());
-                let clock = CpuClock::start(pid);
-                let elapsed = put_messages(client, upload.clone()).await?;
-                out.put_runs
-                    .push(Rate::new(elapsed, table_rows, table_bytes).with_cpu(clock.stop()));
-                let clock = CpuClock::start(pid);
-                let (elapsed, rows) = get_all(client, "table.parquet").await?;
-                check_rows(rows, table_rows, "DoGet")?;
-                out.get_runs
-                    .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
-                let clock = CpuClock::start(pid);
-                let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
-                check_rows(rows, 4 * table_rows, "4 DoGets")?;
-                out.get4_runs
-                    .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
+                if let Some(file) = &table_file {
+                    let uri = format!("grpc://{}", server.addr);
+                    let file = file.to_str().ok_or("temp path is not UTF-8")?;
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) =
+                        pyarrow(config, &["put", &uri, "table.parquet", file])?;
+                    check_rows(rows, table_rows, "pyarrow DoPut")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.put_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(cpu));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) = pyarrow(config, &["get", &uri, "table.parquet"])?;
+                    check_rows(rows, table_rows, "pyarrow DoGet")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.get_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(cpu));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) = pyarrow(config, &["get4", &uri, "table.parquet"])?;
+                    check_rows(rows, 4 * table_rows, "pyarrow 4 DoGets")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.get4_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(cpu));
+                } else {
+                    let clock = CpuClock::start(pid);
+                    let elapsed = put_messages(client, upload.clone()).await?;
+                    out.put_runs
+                        .push(Rate::new(elapsed, table_rows, table_bytes).with_cpu(clock.stop()));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows) = get_all(client, "table.parquet").await?;
+                    check_rows(rows, table_rows, "DoGet")?;
+                    out.get_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
+                    check_rows(rows, 4 * table_rows, "4 DoGets")?;
+                    out.get4_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
+                }
                 eprintln!(
                     "{} run {}: DoPut {:.0} MB/s, DoGet {:.0} MB/s, 4 DoGets {:.0} MB/s",
                     server.kind.label(),
@@ -1211,28 +1325,39 @@ fn memory(
         // Put: every batch shares the template's columns but the id sequence.
         let peak_reset = server.reset_peak();
         let sampler = Sampler::start(server.pid());
-        let batch_rows = config.batch_rows;
-        let generated = stream::iter(0..batches).map(move |i| {
-            let start = (i * batch_rows as u64) as i64;
-            let mut columns = template.columns().to_vec();
-            columns[0] = Arc::new(Int64Array::from_iter_values(
-                start..start + batch_rows as i64,
-            ));
-            RecordBatch::try_new(template.schema(), columns).map_err(FlightError::from)
-        });
-        let messages = FlightDataEncoderBuilder::new()
-            .with_max_flight_data_size(config.put_message_bytes)
-            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name.to_string()])))
-            .build(generated);
-        let put_elapsed = bounded(TRANSFER_TIMEOUT, "large DoPut", async {
-            let started = Instant::now();
-            let mut results = client.do_put(messages).await?;
-            while let Some(result) = results.next().await {
-                result?;
-            }
-            Ok(started.elapsed())
-        })
-        .await?;
+        let uri = format!("grpc://{}", server.addr);
+        let template_file = repo.with_extension("arrow");
+        let put_elapsed = if config.pyarrow_client {
+            write_ipc_file(&template_file, std::slice::from_ref(&template))?;
+            let file = template_file.to_str().ok_or("temp path is not UTF-8")?;
+            let count = batches.to_string();
+            let (elapsed, put_rows, _) = pyarrow(config, &["bigput", &uri, name, file, &count])?;
+            check_rows(put_rows, rows, "large pyarrow DoPut")?;
+            elapsed
+        } else {
+            let batch_rows = config.batch_rows;
+            let generated = stream::iter(0..batches).map(move |i| {
+                let start = (i * batch_rows as u64) as i64;
+                let mut columns = template.columns().to_vec();
+                columns[0] = Arc::new(Int64Array::from_iter_values(
+                    start..start + batch_rows as i64,
+                ));
+                RecordBatch::try_new(template.schema(), columns).map_err(FlightError::from)
+            });
+            let messages = FlightDataEncoderBuilder::new()
+                .with_max_flight_data_size(config.put_message_bytes)
+                .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name.to_string()])))
+                .build(generated);
+            bounded(TRANSFER_TIMEOUT, "large DoPut", async {
+                let started = Instant::now();
+                let mut results = client.do_put(messages).await?;
+                while let Some(result) = results.next().await {
+                    result?;
+                }
+                Ok(started.elapsed())
+            })
+            .await?
+        };
         let (sampled, samples_put) = sampler.stop();
         let hwm = if peak_reset {
             server.status_kib("VmHWM").unwrap_or(0)
@@ -1244,7 +1369,12 @@ fn memory(
         // Get.
         let peak_reset = server.reset_peak();
         let sampler = Sampler::start(server.pid());
-        let (get_elapsed, got) = get_all(&mut client, name).await?;
+        let (get_elapsed, got) = if config.pyarrow_client {
+            let (elapsed, got, _) = pyarrow(config, &["get", &uri, name])?;
+            (elapsed, got)
+        } else {
+            get_all(&mut client, name).await?
+        };
         let (sampled, samples_get) = sampler.stop();
         let hwm = if peak_reset {
             server.status_kib("VmHWM").unwrap_or(0)
@@ -1278,6 +1408,7 @@ fn memory(
     });
     drop(server);
     let _ = fs::remove_dir_all(repo);
+    let _ = fs::remove_file(repo.with_extension("arrow"));
     result
 }
 
@@ -1752,12 +1883,17 @@ fn report(config: &Config, r: &Results) -> String {
         "Data: {} rows (int64 sequence, float64, 12-character strings from 100 labels, int32), \
          {:.1} MB of Arrow data in {}-row batches; {:.1} MB as Snappy Parquet. \
          Throughput is the best of {} runs (the median follows it); MB = 10^6 bytes of \
-         Arrow data.",
+         Arrow data. Client: {}.",
         r.table_rows,
         r.table_bytes as f64 / MB,
         config.batch_rows,
         r.parquet_bytes as f64 / MB,
-        config.runs
+        config.runs,
+        if config.pyarrow_client {
+            "pyarrow.flight (benches/pyarrow_client.py; its CPU is the client CPU)"
+        } else {
+            "the arrow-flight Rust client"
+        }
     );
     let _ = writeln!(out);
     out.push_str(&t.markdown());
