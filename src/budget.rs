@@ -11,10 +11,16 @@
 //!
 //! Waiting happens on blocking worker threads (Mutex + Condvar), never on the
 //! async runtime.
+//!
+//! The budget also gives memory back: glibc keeps what a burst of streams
+//! freed in its arenas, so without help RSS stays at the load's peak. Once the
+//! budget has been idle for a moment, [`Budget::trim_when_idle`] returns the
+//! free pages to the system.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -35,6 +41,9 @@ struct Inner {
     limit: u64,
     used: Mutex<u64>,
     freed: Condvar,
+    /// Set by every release, cleared by a trim: nothing to trim unless
+    /// something was freed since the last one.
+    released: AtomicBool,
 }
 
 impl Budget {
@@ -44,6 +53,7 @@ impl Budget {
                 limit: limit.max(1),
                 used: Mutex::new(0),
                 freed: Condvar::new(),
+                released: AtomicBool::new(false),
             }),
         }
     }
@@ -85,9 +95,72 @@ impl Budget {
         let mut used = self.lock();
         *used = used.saturating_sub(bytes);
         drop(used);
+        self.inner.released.store(true, Ordering::Relaxed);
         self.inner.freed.notify_all();
     }
+
+    /// Calls `trim` if something was released since the last trim and
+    /// nothing is held now; says whether it did.
+    fn trim_if_idle(&self, trim: impl FnOnce()) -> bool {
+        let idle = *self.lock() == 0;
+        if idle && self.inner.released.swap(false, Ordering::Relaxed) {
+            trim();
+            return true;
+        }
+        false
+    }
+
+    /// Starts a thread that, every `period`, returns freed heap memory to the
+    /// system if streams freed some and none holds any now. It ends when the
+    /// last clone of the budget is dropped.
+    pub fn trim_when_idle(&self, period: Duration) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("hangar-trim".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let Some(inner) = weak.upgrade() else { return };
+                Budget { inner }.trim_if_idle(release_free_memory);
+            });
+        // Without the thread the server still works; RSS just stays higher.
+        drop(spawned);
+    }
 }
+
+/// Sets the allocator up for a server that should give memory back: at most
+/// as many glibc malloc arenas as CPUs (at least 2) instead of 8 per CPU.
+/// Every arena keeps its own free lists, so with 64 clients served by many
+/// blocking threads, memory freed in one arena is never reused by another and
+/// trimming leaves scattered pages behind. Measured with the 64-client soak on
+/// 2 CPUs: 5 s after the load, RSS was 169 MiB with glibc's defaults, 59 MiB
+/// with idle trimming alone, 28 MiB with both (idle 7.5 MiB); see README.
+/// Call before the runtime starts its threads.
+pub fn configure_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cpus.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only changes the allocator's settings; a refusal
+        // (return 0) leaves glibc's defaults, which work, just keep more.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
+/// Hands the allocator's free pages back to the kernel (glibc `malloc_trim`,
+/// which unlike the automatic trim also walks every thread's arena, where
+/// streams running on blocking threads freed their buffers).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Bytes held from a [`Budget`]; dropping the grant returns them.
 #[derive(Debug)]
@@ -311,6 +384,25 @@ mod tests {
         assert_eq!((batch.bytes(), rest.bytes()), (0, 60));
         drop((message, rest, batch));
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn memory_is_trimmed_once_after_a_release_and_only_when_nothing_is_held() {
+        let budget = Budget::new(100);
+        let trims = std::cell::Cell::new(0);
+        let trim = || trims.set(trims.get() + 1);
+        assert!(!budget.trim_if_idle(trim), "nothing was ever freed");
+        let a = budget.acquire(10, NO_WAIT).unwrap();
+        let b = budget.acquire(10, NO_WAIT).unwrap();
+        drop(a);
+        assert!(!budget.trim_if_idle(trim), "a stream still holds memory");
+        drop(b);
+        assert!(budget.trim_if_idle(trim));
+        assert!(
+            !budget.trim_if_idle(trim),
+            "nothing freed since the last trim"
+        );
+        assert_eq!(trims.get(), 1);
     }
 
     #[test]

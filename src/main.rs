@@ -369,6 +369,7 @@ where
 }
 
 fn serve(config: Config) -> ExitCode {
+    hangar::budget::configure_allocator();
     let Some(runtime) = hangar::cli::start_runtime("hangar") else {
         return ExitCode::from(1);
     };

@@ -78,6 +78,10 @@ impl Default for Limits {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// How often an idle memory budget checks whether to return freed memory to
+/// the system: RSS comes back within about this long after the load ends.
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
+
 /// The Flight service over one repository.
 #[derive(Debug, Clone)]
 pub struct Hangar {
@@ -111,7 +115,11 @@ impl Hangar {
             password_checks: Arc::new(Semaphore::new(PASSWORD_CHECKS)),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
             handshakes_per_peer: Arc::default(),
-            memory: Budget::new(memory),
+            memory: {
+                let budget = Budget::new(memory);
+                budget.trim_when_idle(TRIM_PERIOD);
+                budget
+            },
         }
     }
 
