@@ -36,6 +36,8 @@
 //! | `HANGAR_BENCH_INFO_CALLS` | 2000 | GetFlightInfo calls (hangar) |
 //! | `HANGAR_BENCH_LIST_CALLS` | 100 | ListFlights calls (hangar) |
 //! | `HANGAR_BENCH_REFERENCE` | 1 | 0 skips the pyarrow reference |
+//! | `HANGAR_BENCH_ARROW_FLIGHT` | 1 | 0 skips the arrow-flight crate reference (reference_server.rs) |
+//! | `HANGAR_BENCH_CLIENT` | rust | `pyarrow`: transfers by benches/pyarrow_client.py instead |
 //! | `HANGAR_PYTHON` | `.venv/bin/python`, else `python3` | interpreter with pyarrow |
 //! | `HANGAR_BENCH_DIR` | system temp dir | where the repositories go (removed after) |
 //! | `HANGAR_BENCH_CLIENT_WINDOW` | tonic's default | client HTTP/2 stream window, bytes |
@@ -71,6 +73,7 @@ use hangar::service::Limits;
 use hangar::store::{Codec, Store};
 use tonic::transport::{Channel, Endpoint};
 
+mod reference_server;
 mod support;
 use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
 
@@ -92,6 +95,11 @@ const REFERENCE_LATENCY_BUDGET: Duration = Duration::from_secs(20);
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 fn main() {
+    // The Rust reference server runs as this same binary (see reference_server.rs).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 3 && args[1] == "--serve-arrow-flight" {
+        reference_server::serve(PathBuf::from(&args[2]));
+    }
     support::only_under_cargo_bench("flight");
     let config = Config::from_env();
     support::run_with_watchdog("flight", config.timeout, "HANGAR_BENCH_TIMEOUT_S", || {
@@ -112,6 +120,11 @@ struct Config {
     info_calls: usize,
     list_calls: usize,
     reference: bool,
+    /// Also run the arrow-flight crate server (`HANGAR_BENCH_ARROW_FLIGHT`).
+    arrow_flight: bool,
+    /// Drive the servers from pyarrow (`HANGAR_BENCH_CLIENT=pyarrow`)
+    /// instead of the arrow-flight Rust client.
+    pyarrow_client: bool,
     python: PathBuf,
     dir: PathBuf,
     bin: PathBuf,
@@ -143,6 +156,15 @@ impl Config {
             info_calls: env_or("HANGAR_BENCH_INFO_CALLS", 2000usize).max(1),
             list_calls: env_or("HANGAR_BENCH_LIST_CALLS", 100usize).max(1),
             reference: env_or("HANGAR_BENCH_REFERENCE", 1u8) != 0,
+            arrow_flight: env_or("HANGAR_BENCH_ARROW_FLIGHT", 1u8) != 0,
+            pyarrow_client: match std::env::var("HANGAR_BENCH_CLIENT").as_deref() {
+                Ok("pyarrow") => true,
+                Ok("rust") | Ok("") | Err(_) => false,
+                Ok(other) => {
+                    eprintln!("HANGAR_BENCH_CLIENT must be rust or pyarrow, not {other:?}");
+                    std::process::exit(2);
+                }
+            },
             python,
             dir: std::env::var_os("HANGAR_BENCH_DIR")
                 .map(PathBuf::from)
@@ -302,7 +324,10 @@ fn ceiling_get(store: &Store, name: &str) -> Res<(Duration, u64)> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Hangar,
+    /// The Arrow cookbook's pyarrow server.
     Reference,
+    /// The arrow-flight crate server of `reference_server.rs`.
+    ArrowFlight,
 }
 
 impl Kind {
@@ -310,6 +335,7 @@ impl Kind {
         match self {
             Kind::Hangar => "hangar",
             Kind::Reference => "reference",
+            Kind::ArrowFlight => "arrow-flight",
         }
     }
 }
@@ -346,6 +372,11 @@ impl Server {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cookbook_server.py");
                 let mut c = Command::new(&config.python);
                 c.arg(script).arg("0").arg(repo);
+                c
+            }
+            Kind::ArrowFlight => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("--serve-arrow-flight").arg(repo);
                 c
             }
         };
@@ -584,6 +615,74 @@ async fn drop_dataset(client: &mut FlightClient, name: &str) -> Res<()> {
     .await
 }
 
+/// One transfer by `benches/pyarrow_client.py` (the pyarrow client mode):
+/// wall time and rows as the script measured them around the transfer, and
+/// the script's own CPU seconds meanwhile.
+fn pyarrow(config: &Config, args: &[&str]) -> Res<(Duration, u64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pyarrow_client.py");
+    let mut child = Command::new(&config.python)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the pyarrow client: {e}"))?;
+    let started = Instant::now();
+    // Bounded like every other transfer; output is small, so waiting before
+    // reading the pipes cannot deadlock.
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > TRANSFER_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(
+                format!("pyarrow client {args:?} took longer than {TRANSFER_TIMEOUT:?}").into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pyarrow client {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    let value = hangar::json::Value::parse(last)
+        .map_err(|e| format!("pyarrow client printed {last:?}: {e}"))?;
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| format!("pyarrow client printed no {key}: {last:?}"))
+    };
+    Ok((
+        Duration::from_secs_f64(field("secs")?),
+        field("rows")? as u64,
+        field("cpu")?,
+    ))
+}
+
+/// The client's CPU in pyarrow mode is the script's, not this process's.
+fn plus_client(mut cpu: Cpu, client: f64) -> Cpu {
+    cpu.client += client;
+    cpu
+}
+
+fn write_ipc_file(path: &Path, table: &[RecordBatch]) -> Res<()> {
+    let file = fs::File::create(path)?;
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(file, &schema())?;
+    for batch in table {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Statistics
 
@@ -748,10 +847,12 @@ struct Results {
     parquet_bytes: u64,
     hangar: Throughput,
     reference: Option<Throughput>,
+    arrow_flight: Option<Throughput>,
     hangar_meta: Metadata,
     reference_meta: Option<Metadata>,
     hangar_memory: Option<Memory>,
     reference_memory: Option<Memory>,
+    arrow_flight_memory: Option<Memory>,
     hangar_startup: Startup,
     reference_startup: Option<Startup>,
     binary_bytes: u64,
@@ -780,7 +881,7 @@ fn run(config: &Config) -> Res<()> {
             env_or("HANGAR_BENCH_CLIENT_ADAPTIVE", 0u8)
         );
     }
-    if config.reference {
+    if config.reference || config.pyarrow_client {
         check_python(config)?;
     }
 
@@ -798,6 +899,16 @@ fn run(config: &Config) -> Res<()> {
         upload.len(),
         started.elapsed().as_secs_f64()
     );
+
+    // The pyarrow client reads the table from an Arrow IPC file.
+    let table_file = if config.pyarrow_client {
+        let path = work.path().join("table.arrow");
+        write_ipc_file(&path, &table)?;
+        eprintln!("client: pyarrow ({})", config.python.display());
+        Some(path)
+    } else {
+        None
+    };
 
     // Ceilings.
     let ceiling_repo = work.path().join("ceiling");
@@ -853,17 +964,37 @@ fn run(config: &Config) -> Res<()> {
     } else {
         None
     };
+    let arrow_flight_server = if config.arrow_flight {
+        Some(Server::start(
+            Kind::ArrowFlight,
+            config,
+            &work.path().join("arrow-flight"),
+            &logs,
+        )?)
+    } else {
+        None
+    };
     let mut hangar = Throughput::default();
     let mut reference = Throughput::default();
+    let mut arrow_flight = Throughput::default();
     rt.block_on(async {
         let mut hangar_client = hangar_server.client().await?;
         let mut reference_client = match &reference_server {
             Some(server) => Some(server.client().await?),
             None => None,
         };
+        let mut arrow_flight_client = match &arrow_flight_server {
+            Some(server) => Some(server.client().await?),
+            None => None,
+        };
         for run in 0..config.runs {
             for (server, client, out) in [
                 (Some(&hangar_server), Some(&mut hangar_client), &mut hangar),
+                (
+                    arrow_flight_server.as_ref(),
+                    arrow_flight_client.as_mut(),
+                    &mut arrow_flight,
+                ),
                 (
                     reference_server.as_ref(),
                     reference_client.as_mut(),
@@ -874,20 +1005,44 @@ fn run(config: &Config) -> Res<()> {
                     continue;
                 };
                 let pid = Some(server.pid());
-                let clock = CpuClock::start(pid);
-                let elapsed = put_messages(client, upload.clone()).await?;
-                out.put_runs
-                    .push(Rate::new(elapsed, table_rows, table_bytes).with_cpu(clock.stop()));
-                let clock = CpuClock::start(pid);
-                let (elapsed, rows) = get_all(client, "table.parquet").await?;
-                check_rows(rows, table_rows, "DoGet")?;
-                out.get_runs
-                    .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
-                let clock = CpuClock::start(pid);
-                let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
-                check_rows(rows, 4 * table_rows, "4 DoGets")?;
-                out.get4_runs
-                    .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
+                if let Some(file) = &table_file {
+                    let uri = format!("grpc://{}", server.addr);
+                    let file = file.to_str().ok_or("temp path is not UTF-8")?;
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) =
+                        pyarrow(config, &["put", &uri, "table.parquet", file])?;
+                    check_rows(rows, table_rows, "pyarrow DoPut")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.put_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(cpu));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) = pyarrow(config, &["get", &uri, "table.parquet"])?;
+                    check_rows(rows, table_rows, "pyarrow DoGet")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.get_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(cpu));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) = pyarrow(config, &["get4", &uri, "table.parquet"])?;
+                    check_rows(rows, 4 * table_rows, "pyarrow 4 DoGets")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.get4_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(cpu));
+                } else {
+                    let clock = CpuClock::start(pid);
+                    let elapsed = put_messages(client, upload.clone()).await?;
+                    out.put_runs
+                        .push(Rate::new(elapsed, table_rows, table_bytes).with_cpu(clock.stop()));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows) = get_all(client, "table.parquet").await?;
+                    check_rows(rows, table_rows, "DoGet")?;
+                    out.get_runs
+                        .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
+                    check_rows(rows, 4 * table_rows, "4 DoGets")?;
+                    out.get4_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
+                }
                 eprintln!(
                     "{} run {}: DoPut {:.0} MB/s, DoGet {:.0} MB/s, 4 DoGets {:.0} MB/s",
                     server.kind.label(),
@@ -899,18 +1054,22 @@ fn run(config: &Config) -> Res<()> {
             }
         }
         drop_dataset(&mut hangar_client, "table.parquet").await?;
-        if let Some(client) = reference_client.as_mut() {
+        for client in [reference_client.as_mut(), arrow_flight_client.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             drop_dataset(client, "table.parquet").await?;
         }
         Res::Ok(())
     })?;
-    for t in [&mut hangar, &mut reference] {
+    for t in [&mut hangar, &mut reference, &mut arrow_flight] {
         t.put = best(&t.put_runs);
         t.get = best(&t.get_runs);
         t.get4 = best(&t.get4_runs);
     }
     drop(hangar_server);
     drop(reference_server);
+    drop(arrow_flight_server);
     drop(upload);
     drop(table);
 
@@ -926,6 +1085,17 @@ fn run(config: &Config) -> Res<()> {
     fs::remove_dir_all(&meta_repo)?;
 
     // Memory while moving a large dataset.
+    let arrow_flight_memory = if config.big_bytes > 0 && config.arrow_flight {
+        Some(memory(
+            &rt,
+            Kind::ArrowFlight,
+            config,
+            &work.path().join("big-arrow-flight"),
+            &logs,
+        )?)
+    } else {
+        None
+    };
     let (hangar_memory, reference_memory) = if config.big_bytes > 0 {
         let h = memory(
             &rt,
@@ -984,10 +1154,12 @@ fn run(config: &Config) -> Res<()> {
         parquet_bytes,
         hangar,
         reference: config.reference.then_some(reference),
+        arrow_flight: config.arrow_flight.then_some(arrow_flight),
         hangar_meta,
         reference_meta,
         hangar_memory,
         reference_memory,
+        arrow_flight_memory,
         hangar_startup,
         reference_startup,
         binary_bytes,
@@ -1064,7 +1236,9 @@ fn metadata(
     let server = Server::start(kind, config, repo, logs)?;
     let (info_calls, list_calls, budget) = match kind {
         Kind::Hangar => (config.info_calls, config.list_calls, Duration::MAX),
-        Kind::Reference => (
+        // The arrow-flight server has no GetFlightInfo; the metadata figures
+        // compare hangar with the cookbook's server only.
+        Kind::Reference | Kind::ArrowFlight => (
             config.info_calls,
             config.list_calls,
             REFERENCE_LATENCY_BUDGET,
@@ -1151,28 +1325,39 @@ fn memory(
         // Put: every batch shares the template's columns but the id sequence.
         let peak_reset = server.reset_peak();
         let sampler = Sampler::start(server.pid());
-        let batch_rows = config.batch_rows;
-        let generated = stream::iter(0..batches).map(move |i| {
-            let start = (i * batch_rows as u64) as i64;
-            let mut columns = template.columns().to_vec();
-            columns[0] = Arc::new(Int64Array::from_iter_values(
-                start..start + batch_rows as i64,
-            ));
-            RecordBatch::try_new(template.schema(), columns).map_err(FlightError::from)
-        });
-        let messages = FlightDataEncoderBuilder::new()
-            .with_max_flight_data_size(config.put_message_bytes)
-            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name.to_string()])))
-            .build(generated);
-        let put_elapsed = bounded(TRANSFER_TIMEOUT, "large DoPut", async {
-            let started = Instant::now();
-            let mut results = client.do_put(messages).await?;
-            while let Some(result) = results.next().await {
-                result?;
-            }
-            Ok(started.elapsed())
-        })
-        .await?;
+        let uri = format!("grpc://{}", server.addr);
+        let template_file = repo.with_extension("arrow");
+        let put_elapsed = if config.pyarrow_client {
+            write_ipc_file(&template_file, std::slice::from_ref(&template))?;
+            let file = template_file.to_str().ok_or("temp path is not UTF-8")?;
+            let count = batches.to_string();
+            let (elapsed, put_rows, _) = pyarrow(config, &["bigput", &uri, name, file, &count])?;
+            check_rows(put_rows, rows, "large pyarrow DoPut")?;
+            elapsed
+        } else {
+            let batch_rows = config.batch_rows;
+            let generated = stream::iter(0..batches).map(move |i| {
+                let start = (i * batch_rows as u64) as i64;
+                let mut columns = template.columns().to_vec();
+                columns[0] = Arc::new(Int64Array::from_iter_values(
+                    start..start + batch_rows as i64,
+                ));
+                RecordBatch::try_new(template.schema(), columns).map_err(FlightError::from)
+            });
+            let messages = FlightDataEncoderBuilder::new()
+                .with_max_flight_data_size(config.put_message_bytes)
+                .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![name.to_string()])))
+                .build(generated);
+            bounded(TRANSFER_TIMEOUT, "large DoPut", async {
+                let started = Instant::now();
+                let mut results = client.do_put(messages).await?;
+                while let Some(result) = results.next().await {
+                    result?;
+                }
+                Ok(started.elapsed())
+            })
+            .await?
+        };
         let (sampled, samples_put) = sampler.stop();
         let hwm = if peak_reset {
             server.status_kib("VmHWM").unwrap_or(0)
@@ -1184,7 +1369,12 @@ fn memory(
         // Get.
         let peak_reset = server.reset_peak();
         let sampler = Sampler::start(server.pid());
-        let (get_elapsed, got) = get_all(&mut client, name).await?;
+        let (get_elapsed, got) = if config.pyarrow_client {
+            let (elapsed, got, _) = pyarrow(config, &["get", &uri, name])?;
+            (elapsed, got)
+        } else {
+            get_all(&mut client, name).await?
+        };
         let (sampled, samples_get) = sampler.stop();
         let hwm = if peak_reset {
             server.status_kib("VmHWM").unwrap_or(0)
@@ -1218,6 +1408,7 @@ fn memory(
     });
     drop(server);
     let _ = fs::remove_dir_all(repo);
+    let _ = fs::remove_file(repo.with_extension("arrow"));
     result
 }
 
@@ -1639,6 +1830,11 @@ fn report(config: &Config, r: &Results) -> String {
         ("hangar DoPut", &h.put),
         ("hangar 4 DoGets", &h.get4),
     ];
+    if let Some(x) = &r.arrow_flight {
+        cpu_rows.push(("arrow-flight DoGet", &x.get));
+        cpu_rows.push(("arrow-flight DoPut", &x.put));
+        cpu_rows.push(("arrow-flight 4 DoGets", &x.get4));
+    }
     if let Some(x) = reference {
         cpu_rows.push(("reference DoGet", &x.get));
         cpu_rows.push(("reference DoPut", &x.put));
@@ -1687,15 +1883,29 @@ fn report(config: &Config, r: &Results) -> String {
         "Data: {} rows (int64 sequence, float64, 12-character strings from 100 labels, int32), \
          {:.1} MB of Arrow data in {}-row batches; {:.1} MB as Snappy Parquet. \
          Throughput is the best of {} runs (the median follows it); MB = 10^6 bytes of \
-         Arrow data.",
+         Arrow data. Client: {}.",
         r.table_rows,
         r.table_bytes as f64 / MB,
         config.batch_rows,
         r.parquet_bytes as f64 / MB,
-        config.runs
+        config.runs,
+        if config.pyarrow_client {
+            "pyarrow.flight (benches/pyarrow_client.py; its CPU is the client CPU)"
+        } else {
+            "the arrow-flight Rust client"
+        }
     );
     let _ = writeln!(out);
     out.push_str(&t.markdown());
+    if let Some(x) = &r.arrow_flight {
+        let _ = writeln!(out);
+        out.push_str(&versus_arrow_flight(
+            h,
+            x,
+            r.hangar_memory.as_ref(),
+            r.arrow_flight_memory.as_ref(),
+        ));
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -1722,5 +1932,90 @@ fn report(config: &Config, r: &Results) -> String {
             show_runs(&x.get4_runs)
         ))
     );
+    if let Some(x) = &r.arrow_flight {
+        let _ = writeln!(
+            out,
+            "Runs (MB/s), arrow-flight server: DoPut {}, DoGet {}, 4 DoGets {}",
+            show_runs(&x.put_runs),
+            show_runs(&x.get_runs),
+            show_runs(&x.get4_runs)
+        );
+    }
+    out
+}
+
+/// hangar against the arrow-flight crate server (issue goals: ≥ 1.2× on
+/// throughput), figure by figure: hangar / that server for every row.
+fn versus_arrow_flight(
+    h: &Throughput,
+    x: &Throughput,
+    hm: Option<&Memory>,
+    xm: Option<&Memory>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "hangar and the arrow-flight crate server (benches/reference_server.rs), same client \
+         and data, run by run interleaved; the ratio is hangar / arrow-flight (above 1 is \
+         better for throughput, below 1 for CPU and memory):"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| Figure | hangar | arrow-flight | hangar / arrow-flight | Target | Met? |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (name, a, b) in [
+        ("DoPut", &h.put, &x.put),
+        ("DoGet", &h.get, &x.get),
+        ("4 concurrent DoGets (aggregate)", &h.get4, &x.get4),
+    ] {
+        let ratio = a.mb_s() / b.mb_s();
+        let _ = writeln!(
+            out,
+            "| {name}, MB/s (best run) | {:.0} | {:.0} | {ratio:.2}× | ≥ 1.20× | {} |",
+            a.mb_s(),
+            b.mb_s(),
+            yes(ratio >= 1.2)
+        );
+        if let (Some(ca), Some(cb)) = (a.cpu, b.cpu) {
+            let per_gb = |c: f64, r: &Rate| c / (r.bytes as f64 / 1e9);
+            let (pa, pb) = (per_gb(ca.server, a), per_gb(cb.server, b));
+            let _ = writeln!(
+                out,
+                "| {name}, server CPU s per GB | {pa:.2} | {pb:.2} | {:.2}× | | |",
+                pa / pb
+            );
+        }
+    }
+    if let (Some(hm), Some(xm)) = (hm, xm) {
+        let gb = hm.big_bytes as f64 / 1e9;
+        for (name, a, b) in [
+            ("Idle RSS, MiB".to_string(), hm.idle_kib, xm.idle_kib),
+            (
+                format!("Peak RSS − idle, DoPut of {gb:.1} GB, MiB"),
+                hm.put_peak_kib.saturating_sub(hm.idle_kib),
+                xm.put_peak_kib.saturating_sub(xm.idle_kib),
+            ),
+            (
+                format!("Peak RSS − idle, DoGet of {gb:.1} GB, MiB"),
+                hm.get_peak_kib.saturating_sub(hm.idle_kib),
+                xm.get_peak_kib.saturating_sub(xm.idle_kib),
+            ),
+            (
+                "RSS after both, idle again, MiB".to_string(),
+                hm.after_kib,
+                xm.after_kib,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.1} | {:.1} | {:.2}× | | |",
+                mib(a),
+                mib(b),
+                a as f64 / b.max(1) as f64
+            );
+        }
+    }
     out
 }

@@ -1,21 +1,31 @@
-//! The soak test: `cargo bench --bench soak -- --minutes 10`.
+//! The soak test: `cargo bench --bench soak -- --minutes 1`.
 //!
-//! Several clients run a mix of DoPut, DoGet, ListFlights, GetFlightInfo and
-//! drop_dataset against one server for the given time, over a small pool of
-//! dataset names (so puts, reads and drops collide). Every read is checked: all
-//! rows of a read carry one version id and that version's row count. At the
-//! end it reports calls, errors, p50/p99 latency per operation, and the
-//! server's RSS, threads and open descriptors after warm-up and at the end.
+//! 64 clients (by default) run a mix of DoGet (40 %), DoPut overwrites (25 %),
+//! ListFlights, GetFlightInfo (15 % each) and drop_dataset (5 %) against one
+//! server for the given time, over 20 shared dataset names (so puts, reads and
+//! drops collide). Every read is checked: all rows of a read carry one version
+//! id and that version's row count. With `--memory-limit A,B,...` it runs one
+//! round per limit, each on a fresh server started with that flag.
+//!
+//! Per round it reports calls per second, p50/p99 latency per operation and
+//! overall, errors, calls refused for memory (RESOURCE_EXHAUSTED naming
+//! `--memory-limit`, which the budget allows, so they are not errors), and the
+//! server's RSS: idle before the load, peak during it (VmRSS sampled every
+//! 250 ms, and VmHWM), and after the load at +1 s, +2 s and +5 s.
 //!
 //! Options (after `--`):
 //!
 //! | option | default | meaning |
 //! |---|---|---|
-//! | `--minutes M` | 10 | how long to run (fractions allowed) |
-//! | `--clients N` | 4 | concurrent clients |
-//! | `--server URI --pid PID` | none | use a running server (`grpc://127.0.0.1:PORT`) instead of starting the release binary on 127.0.0.1:0 |
-//! | `--rss-bound-mib B` | 64 | fail (exit 1) if RSS grows more than this after warm-up |
+//! | `--minutes M` | 1 | how long each round runs (fractions allowed) |
+//! | `--clients N` | 64 | concurrent clients, one connection each |
+//! | `--memory-limit L[,L...]` | the server's default | one round per value, passed to `hangar serve --memory-limit` |
+//! | `--bin PATH` | the bench's own `hangar` | another hangar binary, for A/B comparisons |
+//! | `--server URI --pid PID` | none | use a running server (`grpc://127.0.0.1:PORT`) instead of starting one on 127.0.0.1:0 |
+//! | `--rss-bound-mib B` | 64 | fail (exit 1) if RSS 5 s after the load is more than this above the warm-up sample |
 //!
+//! The server inherits the benchmark's environment, so allocator settings can
+//! be compared without a rebuild (e.g. `GLIBC_TUNABLES=glibc.malloc.arena_max=2`).
 //! Under `cargo test --all-targets` (no `--bench` argument) it does nothing.
 
 use std::collections::BTreeMap;
@@ -36,20 +46,25 @@ use tonic::Code;
 /// Bound on one call; a call that overruns counts as an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Dataset names the clients share.
-const NAMES: u64 = 12;
+const NAMES: u64 = 20;
 
 struct Options {
     duration: Duration,
     clients: usize,
     server: Option<(String, u32)>,
+    /// `--memory-limit` of each round; `None` leaves the server's default.
+    limits: Vec<Option<String>>,
+    bin: String,
     rss_bound_mib: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
-        duration: Duration::from_secs(600),
-        clients: 4,
+        duration: Duration::from_secs(60),
+        clients: 64,
         server: None,
+        limits: vec![None],
+        bin: env!("CARGO_BIN_EXE_hangar").to_string(),
         rss_bound_mib: 64,
     };
     let (mut uri, mut pid) = (None, None);
@@ -71,8 +86,15 @@ fn parse_options() -> Result<Options, String> {
                 options.clients = value("--clients")?
                     .parse()
                     .map_err(|e| format!("--clients: {e}"))?;
-                options.clients = options.clients.clamp(1, 64);
+                options.clients = options.clients.clamp(1, 256);
             }
+            "--memory-limit" => {
+                options.limits = value("--memory-limit")?
+                    .split(',')
+                    .map(|l| Some(l.trim().to_string()))
+                    .collect();
+            }
+            "--bin" => options.bin = value("--bin")?,
             "--server" => uri = Some(value("--server")?),
             "--pid" => {
                 pid = Some(
@@ -95,13 +117,16 @@ fn parse_options() -> Result<Options, String> {
         (None, None) => None,
         _ => return Err("--server and --pid go together".into()),
     };
+    if options.server.is_some() && options.limits.iter().any(Option::is_some) {
+        return Err("--memory-limit needs a server the soak starts itself".into());
+    }
     Ok(options)
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("soak: run it with `cargo bench --bench soak -- --minutes 10`");
+        println!("soak: run it with `cargo bench --bench soak -- --minutes 1`");
         return;
     }
     let options = match parse_options() {
@@ -112,7 +137,7 @@ fn main() {
         }
     };
     // Watchdog: the run stops by itself even if something hangs.
-    let limit = options.duration + Duration::from_secs(300);
+    let limit = (options.duration + Duration::from_secs(300)) * options.limits.len() as u32;
     std::thread::spawn(move || {
         std::thread::sleep(limit);
         eprintln!("soak: overran {limit:?}; aborting");
@@ -140,15 +165,20 @@ impl Drop for OwnServer {
     }
 }
 
-fn start_server() -> Result<(OwnServer, SocketAddr, u32), String> {
+fn start_server(bin: &str, limit: Option<&str>) -> Result<(OwnServer, SocketAddr, u32), String> {
     let dir = tempfile::Builder::new()
         .prefix("hangar-soak-")
         .tempdir()
         .map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hangar"))
+    let mut command = Command::new(bin);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
-        .arg(dir.path().join("repo"))
+        .arg(dir.path().join("repo"));
+    if let Some(limit) = limit {
+        command.args(["--memory-limit", limit]);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -287,6 +317,8 @@ struct Stats {
     latencies: BTreeMap<&'static str, Vec<u32>>,
     /// Expected misses (NotFound after a drop), per operation.
     misses: BTreeMap<&'static str, u64>,
+    /// Calls the memory budget refused, per operation.
+    refused: BTreeMap<&'static str, u64>,
     errors: Vec<String>,
 }
 
@@ -299,12 +331,18 @@ struct Shared {
 enum Outcome {
     Ok,
     Miss,
+    /// RESOURCE_EXHAUSTED from the memory budget: allowed, counted apart.
+    Refused,
     Error(String),
 }
 
 fn outcome_of(status: tonic::Status) -> Outcome {
     if status.code() == Code::NotFound {
         Outcome::Miss
+    } else if status.code() == Code::ResourceExhausted
+        && status.message().contains("--memory-limit")
+    {
+        Outcome::Refused
     } else {
         Outcome::Error(format!("{:?}: {}", status.code(), status.message()))
     }
@@ -401,9 +439,9 @@ async fn client_loop(addr: SocketAddr, id: u64, shared: Arc<Shared>) {
         x ^= x << 17;
         let op = match x % 100 {
             0..=24 => "put",
-            25..=59 => "get",
-            60..=74 => "list",
-            75..=89 => "info",
+            25..=64 => "get",
+            65..=79 => "list",
+            80..=94 => "info",
             _ => "drop",
         };
         let name = format!("soak-{}.parquet", (x >> 32) % NAMES);
@@ -423,6 +461,7 @@ async fn client_loop(addr: SocketAddr, id: u64, shared: Arc<Shared>) {
         match outcome {
             Outcome::Ok => {}
             Outcome::Miss => *stats.misses.entry(op).or_default() += 1,
+            Outcome::Refused => *stats.refused.entry(op).or_default() += 1,
             Outcome::Error(e) => {
                 if stats.errors.len() < 1_000 {
                     stats.errors.push(format!("{op}: {e}"));
@@ -442,38 +481,105 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// What one round measured.
+struct Round {
+    limit: String,
+    seconds: f64,
+    calls: usize,
+    refused: u64,
+    errors: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    idle_kib: u64,
+    peak_kib: u64,
+    /// RSS 1, 2 and 5 s after the clients stopped.
+    after_kib: [u64; 3],
+    died: bool,
+}
+
 async fn run(options: Options) -> i32 {
+    let mut rounds = Vec::new();
+    let mut code = 0;
+    for limit in &options.limits {
+        match round(&options, limit.as_deref()).await {
+            Ok((round, round_code)) => {
+                rounds.push(round);
+                code = code.max(round_code);
+            }
+            Err(e) => {
+                eprintln!("soak: {e}");
+                return 1;
+            }
+        }
+    }
+    println!(
+        "\n## hangar soak: {} clients, {:.1} min a round\n",
+        options.clients,
+        options.duration.as_secs_f64() / 60.0
+    );
+    println!(
+        "| --memory-limit | calls/s | p50 ms | p99 ms | refused (memory) | errors | idle RSS MiB | peak RSS MiB | RSS after +1 s / +2 s / +5 s MiB | +5 s over idle MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rounds {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} of {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} |",
+            r.limit,
+            r.calls as f64 / r.seconds,
+            r.p50_ms,
+            r.p99_ms,
+            r.refused,
+            r.calls,
+            r.errors,
+            mib(r.idle_kib),
+            mib(r.peak_kib),
+            mib(r.after_kib[0]),
+            mib(r.after_kib[1]),
+            mib(r.after_kib[2]),
+            mib(r.after_kib[2]) - mib(r.idle_kib),
+        );
+    }
+    for r in &rounds {
+        if r.died {
+            eprintln!("soak: FAILED: the server died ({})", r.limit);
+        }
+    }
+    code
+}
+
+async fn round(options: &Options, limit: Option<&str>) -> Result<(Round, i32), String> {
     let (own, addr, pid) = match &options.server {
         Some((uri, pid)) => {
             let addr = uri
                 .trim_start_matches("grpc://")
                 .trim_start_matches("http://")
-                .parse::<SocketAddr>();
-            match addr {
-                Ok(addr) if addr.ip().is_loopback() => (None, addr, *pid),
-                Ok(addr) => {
-                    eprintln!("soak: {addr} is not a loopback address; refusing");
-                    return 2;
-                }
-                Err(e) => {
-                    eprintln!("soak: --server {uri}: {e}");
-                    return 2;
-                }
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("--server {uri}: {e}"))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!("{addr} is not a loopback address; refusing"));
             }
+            (None, addr, *pid)
         }
-        None => match start_server() {
-            Ok((server, addr, pid)) => (Some(server), addr, pid),
-            Err(e) => {
-                eprintln!("soak: {e}");
-                return 1;
-            }
-        },
+        None => {
+            let (server, addr, pid) = start_server(&options.bin, limit)?;
+            (Some(server), addr, pid)
+        }
+    };
+    let limit_name = match (&options.server, limit) {
+        (Some(_), _) => "(running server)".to_string(),
+        (None, Some(limit)) => limit.to_string(),
+        (None, None) => "default".to_string(),
     };
     eprintln!(
-        "soak: {} clients against grpc://{addr} (pid {pid}) for {:.1} min",
+        "soak: {} clients against grpc://{addr} (pid {pid}, --memory-limit {limit_name}) for {:.1} min",
         options.clients,
         options.duration.as_secs_f64() / 60.0
     );
+    let idle = sample(pid);
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats::default()),
         versions: AtomicU64::new(1),
@@ -483,36 +589,40 @@ async fn run(options: Options) -> i32 {
     let clients: Vec<_> = (0..options.clients as u64)
         .map(|id| tokio::spawn(client_loop(addr, id + 1, shared.clone())))
         .collect();
-    // Warm-up: a tenth of the run, at most a minute; then the baseline.
+    // Warm-up: a tenth of the run, at most a minute; then the baseline for
+    // the growth check. RSS is sampled often enough to see short peaks.
     let warm = (options.duration / 10).min(Duration::from_secs(60));
-    tokio::time::sleep(warm).await;
-    let warm_sample = sample(pid);
-    let mut peak = warm_sample;
-    let mut samples = vec![(started.elapsed(), warm_sample)];
+    let mut warm_sample = None;
+    let mut peak_kib = idle.rss_kib;
+    let mut last_report = Instant::now();
     while started.elapsed() < options.duration {
-        let left = options.duration.saturating_sub(started.elapsed());
-        tokio::time::sleep(left.min(Duration::from_secs(30))).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let s = sample(pid);
-        peak.rss_kib = peak.rss_kib.max(s.rss_kib);
-        samples.push((started.elapsed(), s));
-        let calls: usize = shared
-            .stats
-            .lock()
-            .unwrap()
-            .latencies
-            .values()
-            .map(Vec::len)
-            .sum();
-        eprintln!(
-            "soak: {:>6.0} s  {calls} calls  RSS {} MiB  threads {}  fds {}",
-            started.elapsed().as_secs_f64(),
-            s.rss_kib / 1024,
-            s.threads,
-            s.fds
-        );
         if s.rss_kib == 0 {
             eprintln!("soak: the server (pid {pid}) is gone");
             break;
+        }
+        peak_kib = peak_kib.max(s.rss_kib);
+        if warm_sample.is_none() && started.elapsed() >= warm {
+            warm_sample = Some(s);
+        }
+        if last_report.elapsed() >= Duration::from_secs(15) {
+            last_report = Instant::now();
+            let calls: usize = shared
+                .stats
+                .lock()
+                .unwrap()
+                .latencies
+                .values()
+                .map(Vec::len)
+                .sum();
+            eprintln!(
+                "soak: {:>6.0} s  {calls} calls  RSS {} MiB  threads {}  fds {}",
+                started.elapsed().as_secs_f64(),
+                s.rss_kib / 1024,
+                s.threads,
+                s.fds
+            );
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -520,24 +630,33 @@ async fn run(options: Options) -> i32 {
         let _ = tokio::time::timeout(CALL_TIMEOUT + Duration::from_secs(5), c).await;
     }
     let elapsed = started.elapsed();
-    // Idle a moment, so the end figure is the server at rest like the start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    peak_kib = peak_kib.max(proc_status(pid, "VmHWM:"));
+    // The server at rest again: how much of the load's memory it gave back.
+    let stopped = Instant::now();
+    let mut after_kib = [0u64; 3];
+    for (slot, at) in after_kib.iter_mut().zip([1u64, 2, 5]) {
+        let wait = Duration::from_secs(at).saturating_sub(stopped.elapsed());
+        tokio::time::sleep(wait).await;
+        *slot = sample(pid).rss_kib;
+    }
     let end = sample(pid);
     drop(own);
+    let warm_sample = warm_sample.unwrap_or(idle);
 
     let stats = shared.stats.lock().unwrap();
     let mut all: Vec<u32> = Vec::new();
     let mut table = String::from(
-        "| op | calls | not found | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n",
+        "| op | calls | not found | refused (memory) | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n",
     );
     for (op, lat) in &stats.latencies {
         let mut sorted = lat.clone();
         sorted.sort_unstable();
         all.extend_from_slice(&sorted);
         table.push_str(&format!(
-            "| {op} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
+            "| {op} | {} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
             sorted.len(),
             stats.misses.get(op).copied().unwrap_or(0),
+            stats.refused.get(op).copied().unwrap_or(0),
             percentile(&sorted, 0.50),
             percentile(&sorted, 0.99),
             percentile(&sorted, 1.0)
@@ -546,16 +665,17 @@ async fn run(options: Options) -> i32 {
     all.sort_unstable();
     let calls = all.len();
     let errors = stats.errors.len();
-    let growth_mib = end.rss_kib.saturating_sub(warm_sample.rss_kib) as f64 / 1024.0;
+    let growth_mib = mib(after_kib[2].saturating_sub(warm_sample.rss_kib));
     println!(
-        "\n## hangar soak: {:.1} min, {} clients\n",
+        "\n### --memory-limit {limit_name}: {:.1} min, {} clients\n",
         elapsed.as_secs_f64() / 60.0,
         options.clients
     );
     println!("{table}");
     println!(
-        "- calls: {calls} ({:.0}/s)",
-        calls as f64 / elapsed.as_secs_f64()
+        "- calls: {calls} ({:.0}/s), refused for memory: {}",
+        calls as f64 / elapsed.as_secs_f64(),
+        stats.refused.values().sum::<u64>()
     );
     println!("- errors: {errors}");
     println!(
@@ -564,12 +684,13 @@ async fn run(options: Options) -> i32 {
         percentile(&all, 0.99)
     );
     println!(
-        "- server RSS: {:.1} MiB after warm-up ({:.0} s), {:.1} MiB at the end, peak {:.1} MiB; growth {growth_mib:.1} MiB (bound {} MiB)",
-        warm_sample.rss_kib as f64 / 1024.0,
-        samples[0].0.as_secs_f64(),
-        end.rss_kib as f64 / 1024.0,
-        peak.rss_kib as f64 / 1024.0,
-        options.rss_bound_mib
+        "- server RSS: {:.1} MiB idle, {:.1} MiB after warm-up, peak {:.1} MiB; after the load {:.1} / {:.1} / {:.1} MiB at +1 / +2 / +5 s",
+        mib(idle.rss_kib),
+        mib(warm_sample.rss_kib),
+        mib(peak_kib),
+        mib(after_kib[0]),
+        mib(after_kib[1]),
+        mib(after_kib[2]),
     );
     println!(
         "- server threads {} → {}, open descriptors {} → {}",
@@ -583,12 +704,25 @@ async fn run(options: Options) -> i32 {
         eprintln!("soak: FAILED: {errors} errors");
         code = 1;
     }
-    if end.rss_kib == 0 {
-        eprintln!("soak: FAILED: the server died");
+    let died = end.rss_kib == 0;
+    if died {
         code = 1;
     } else if growth_mib > options.rss_bound_mib as f64 {
-        eprintln!("soak: FAILED: RSS grew {growth_mib:.1} MiB after warm-up");
+        eprintln!("soak: FAILED: RSS 5 s after the load is {growth_mib:.1} MiB above warm-up");
         code = 1;
     }
-    code
+    let round = Round {
+        limit: limit_name,
+        seconds: elapsed.as_secs_f64(),
+        calls,
+        refused: stats.refused.values().sum(),
+        errors,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+        idle_kib: idle.rss_kib,
+        peak_kib,
+        after_kib,
+        died,
+    };
+    Ok((round, code))
 }

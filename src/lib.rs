@@ -13,6 +13,8 @@
 //! - [`stream`] is the one bridge between blocking workers and async streams
 //!   (bounded channel, explicit end, errors that win), used by the service and
 //!   the CLI alike.
+//! - [`budget`] is the server-wide memory budget (`--memory-limit`) that
+//!   uploads' and downloads' in-flight bytes draw from.
 //! - [`ipc`] turns Arrow record batches into Flight messages and back (schema,
 //!   dictionaries, bodies).
 //! - [`query`] is the query command (CMD descriptors, JSON tickets): columns,
@@ -34,6 +36,7 @@
 //! slow client slows the reader instead of growing memory.
 
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod discovery;
 pub mod duration;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hangar::auth::Role;
+use hangar::budget::ByteSize;
 use hangar::cli::user::UserCommand;
 use hangar::duration::parse_bounded;
 use hangar::log::Format;
@@ -105,6 +106,10 @@ LIMITS:
     --max-dataset-bytes BYTES  Refuse uploads whose Parquet file would be larger
                                (RESOURCE_EXHAUSTED; the old version is kept)
                                [default: no limit]
+    --memory-limit BYTES       Memory that uploads and downloads may hold in
+                               flight, server-wide, e.g. 256MiB or 1GiB; when
+                               spent, calls wait, and past --idle-timeout get
+                               RESOURCE_EXHAUSTED [default: 256MiB]
 
 AUTHENTICATION AND TLS:
     --users FILE               Require a login: users and roles from FILE (see
@@ -308,6 +313,13 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
             Long("max-concurrent-calls") => {
                 config.limits.max_concurrent_calls =
                     parse_value(&mut parser, "--max-concurrent-calls")?
+            }
+            Long("memory-limit") => {
+                let bytes = parse_value::<ByteSize>(&mut parser, "--memory-limit")?.0;
+                if bytes < 1024 * 1024 {
+                    return Err(Usage("--memory-limit must be at least 1MiB".into()));
+                }
+                config.limits.memory_limit = bytes;
             }
             Long("max-dataset-bytes") => {
                 config.max_dataset_bytes = Some(parse_value(&mut parser, "--max-dataset-bytes")?)
@@ -537,6 +549,7 @@ where
 }
 
 fn serve(config: Config) -> ExitCode {
+    hangar::budget::configure_allocator();
     let Some(runtime) = hangar::cli::start_runtime("hangar") else {
         return ExitCode::from(1);
     };

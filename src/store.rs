@@ -826,6 +826,12 @@ impl Upload {
         self.rows
     }
 
+    /// Memory the Parquet writer holds for the row group not yet flushed
+    /// (encoded pages and the column writers' buffers).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.memory_size() as u64)
+    }
+
     /// Appends one batch. Its schema must equal the upload's.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.schema_ref().fields() != self.schema.fields() {

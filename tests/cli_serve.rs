@@ -78,6 +78,7 @@ fn serve_help_exits_0_and_mentions_every_flag() {
             "--compression",
             "--max-message-size",
             "--log-format",
+            "--memory-limit",
             "--help",
         ] {
             assert!(stdout.contains(option), "{option} missing in:\n{stdout}");
@@ -163,6 +164,9 @@ fn other_bad_serve_values_exit_2_naming_the_flag() {
         "--max-message-size",
     );
     assert_usage_error(&["serve", "--log-format", "xml"], "--log-format");
+    assert_usage_error(&["serve", "--memory-limit", "lots"], "--memory-limit");
+    assert_usage_error(&["serve", "--memory-limit", "256MB/s"], "unknown unit");
+    assert_usage_error(&["serve", "--memory-limit", "64KiB"], "--memory-limit");
     assert_usage_error(&["serve", "--repo"], "--repo");
     assert_usage_error(&["serve", "stray"], "stray");
 }

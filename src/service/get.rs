@@ -10,6 +10,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::{blocking, name_from_bytes, BoxStream, Hangar};
 use crate::auth::Operation;
+use crate::budget::{Budget, Grant};
 use crate::error::{Error, Result};
 use crate::ipc::Encoder;
 use crate::log::Call;
@@ -63,12 +64,15 @@ pub(super) async fn do_get(
             limits.max_message_bytes,
         ),
         idle: limits.idle_timeout,
+        memory: service.memory.clone(),
         call,
         _permit: permit,
     };
     tokio::task::spawn_blocking(move || worker.run(batches, tx));
     let replies = rx.filter_map(|step| match step {
-        Next::Item(message) => Some(Ok(message)),
+        // The message's bytes go back to the budget as tonic takes it: from
+        // here on the client's flow control, not the budget, bounds it.
+        Next::Item((message, _grant)) => Some(Ok(message)),
         Next::End => None,
         Next::Failed(err) => Some(Err(Status::from(err))),
         Next::Abandoned => Some(Err(Status::internal(
@@ -96,13 +100,16 @@ fn scan_or_name(ticket: &[u8], is_dataset: impl FnOnce(&str) -> bool) -> Result<
 /// record and its call slot.
 struct Worker {
     encoder: Encoder,
+    /// Also the longest wait for the memory budget: a download that cannot
+    /// move for that long fails either way.
     idle: Duration,
+    memory: Budget,
     call: Call,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Worker {
-    fn run(mut self, batches: Batches, tx: stream::Sender<FlightData, Error>) {
+    fn run(mut self, batches: Batches, tx: Messages) {
         match self.stream(batches, &tx) {
             Ok(()) => {
                 self.call.finish(Code::Ok, "");
@@ -117,16 +124,25 @@ impl Worker {
         }
     }
 
-    fn stream(&mut self, batches: Batches, tx: &stream::Sender<FlightData, Error>) -> Result<()> {
+    fn stream(&mut self, batches: Batches, tx: &Messages) -> Result<()> {
         let schema = self.encoder.schema(batches.schema());
-        self.send(tx, schema)?;
+        self.send(tx, schema, self.memory.empty())?;
         let mut messages = Vec::new();
         for batch in batches {
             let batch = batch?;
             self.call.rows += batch.num_rows() as u64;
+            // The decoded batch counts from here until its messages are
+            // queued; then the messages' own bytes count until tonic takes
+            // each one. Waiting here pauses this download, not the others.
+            let mut grant = self
+                .memory
+                .acquire(batch.get_array_memory_size() as u64, self.idle)?;
             self.encoder.batch(&batch, &mut messages)?;
+            drop(batch);
+            grant.hold_now(messages.iter().map(message_bytes).sum());
             for message in messages.drain(..) {
-                self.send(tx, message)?;
+                let held = grant.split(message_bytes(&message));
+                self.send(tx, message, held)?;
             }
         }
         Ok(())
@@ -135,9 +151,9 @@ impl Worker {
     /// Waits while the channel is full, so a slow client slows this reader;
     /// fails once the client is gone (which stops the read promptly) or has
     /// read nothing for the idle timeout (a stalled reader cannot pin a thread).
-    fn send(&mut self, tx: &stream::Sender<FlightData, Error>, message: FlightData) -> Result<()> {
-        self.call.bytes += (message.data_header.len() + message.data_body.len()) as u64;
-        tx.blocking_send(message, Some(self.idle))
+    fn send(&mut self, tx: &Messages, message: FlightData, held: Grant) -> Result<()> {
+        self.call.bytes += message_bytes(&message);
+        tx.blocking_send((message, held), Some(self.idle))
             .map_err(|e| match e {
                 SendError::Stalled => Error::DeadlineExceeded(format!(
                     "the client read nothing for {} s: download aborted (--idle-timeout)",
@@ -146,6 +162,13 @@ impl Worker {
                 SendError::Closed => Error::Cancelled("the client went away during DoGet".into()),
             })
     }
+}
+
+/// Messages on their way to the client, each with the budget bytes it holds.
+type Messages = stream::Sender<(FlightData, Grant), Error>;
+
+fn message_bytes(message: &FlightData) -> u64 {
+    (message.data_header.len() + message.data_body.len()) as u64
 }
 
 #[cfg(test)]

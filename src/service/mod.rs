@@ -26,6 +26,7 @@ use tonic::codegen::tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{self, Authenticator, Credentials, Operation, Principal};
+use crate::budget::{self, Budget};
 use crate::error::{Error, Result};
 use crate::log::{Call, Logger};
 use crate::proto::flight_descriptor::DescriptorType;
@@ -55,6 +56,9 @@ pub struct Limits {
     /// IPC body compression of DoGet unless a query ticket says otherwise
     /// (`--ipc-compression`).
     pub ipc_compression: IpcCompression,
+    /// Bytes that uploads and downloads may hold in flight, server-wide
+    /// (`--memory-limit`, see [`crate::budget`]).
+    pub memory_limit: u64,
 }
 
 impl Default for Limits {
@@ -67,11 +71,16 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             max_concurrent_calls: 256,
             ipc_compression: IpcCompression::None,
+            memory_limit: budget::DEFAULT_LIMIT,
         }
     }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// How often an idle memory budget checks whether to return freed memory to
+/// the system: RSS comes back within about this long after the load ends.
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
 
 /// The Flight service over one repository.
 #[derive(Debug, Clone)]
@@ -91,11 +100,14 @@ pub struct Hangar {
     handshakes_per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
     /// The nodes a query's endpoints name (`--peer`); `None`: no locations.
     nodes: Option<Arc<crate::nodes::Nodes>>,
+    /// The server-wide memory budget DoGet and DoPut draw from.
+    memory: Budget,
 }
 
 impl Hangar {
     pub fn new(store: Arc<Store>, log: Logger, limits: Limits) -> Hangar {
         let calls = Arc::new(Semaphore::new(limits.max_concurrent_calls.max(1)));
+        let memory = limits.memory_limit;
         Hangar {
             store,
             log,
@@ -106,6 +118,11 @@ impl Hangar {
             handshakes: Arc::new(Semaphore::new(HANDSHAKES)),
             handshakes_per_peer: Arc::default(),
             nodes: None,
+            memory: {
+                let budget = Budget::new(memory);
+                budget.trim_when_idle(TRIM_PERIOD);
+                budget
+            },
         }
     }
 

@@ -2,12 +2,15 @@
 //! bounded bridge of [`crate::stream`] to a worker that decodes them and
 //! writes Parquet. The upload commits only on a real clean end of stream.
 
+use std::time::Duration;
+
 use prost::bytes::Bytes;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{descriptor_name, inbound_error, BoxStream, Hangar};
 use crate::auth::Operation;
+use crate::budget::Grant;
 use crate::error::{Error, Result};
 use crate::ipc::{Decoded, Decoder};
 use crate::json::Value;
@@ -68,7 +71,9 @@ pub(super) async fn do_put(
     let (data_tx, data_rx) = stream::channel::<FlightData, Error>(service.limits.channel_depth);
     let (reply_tx, reply_rx) = tokio::sync::mpsc::channel::<Result<PutResult, Status>>(1);
     let store = service.store.clone();
-    let worker = tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx));
+    let memory = service.memory.empty();
+    let worker =
+        tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx, memory, idle));
 
     tokio::spawn(async move {
         let _permit = permit;
@@ -154,11 +159,18 @@ struct PutSummary {
 /// The DoPut worker: decodes messages and writes batches into a temporary file,
 /// committing only when the pump finishes the channel. Any other ending drops
 /// the upload, which removes the temporary file and leaves the old dataset.
+///
+/// `memory` holds this upload's share of the budget: the batch being written
+/// plus the writer's buffered row group. Growing it waits up to `wait` (the
+/// idle timeout); meanwhile the channel fills and HTTP/2 flow control stops
+/// the client.
 fn ingest(
     store: &Store,
     name: &str,
     first: FlightData,
     mut rx: stream::Receiver<FlightData, Error>,
+    mut memory: Grant,
+    wait: Duration,
 ) -> Result<PutSummary> {
     let mut decoder = Decoder::new();
     let mut upload = None;
@@ -168,7 +180,15 @@ fn ingest(
             match decoder.decode(&data)? {
                 Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
                 Decoded::Batch(batch) => match upload.as_mut() {
-                    Some(upload) => upload.write(&batch)?,
+                    Some(upload) => {
+                        let batch_bytes = batch.get_array_memory_size() as u64;
+                        memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                        upload.write(&batch)?;
+                        drop(batch);
+                        // Already allocated, so held without waiting; a
+                        // flushed row group gives its bytes back here.
+                        memory.hold_now(upload.buffered_bytes());
+                    }
                     None => {
                         return Err(Error::Internal(
                             "a batch arrived with no upload open".into(),

@@ -1,0 +1,249 @@
+//! `--memory-limit`: uploads and downloads draw their in-flight bytes from one
+//! server-wide budget. When it is spent, calls wait, and past the wait bound
+//! (`--idle-timeout`) fail with RESOURCE_EXHAUSTED naming the flag; nothing is
+//! lost or torn either way. No timing is asserted: the tests only check what
+//! each call ended with and what the datasets hold afterwards.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::FlightClient;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use common::{bounded, TestServer};
+use tokio::sync::{mpsc, watch};
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("version", DataType::Int64, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("label", DataType::Utf8, false),
+    ]))
+}
+
+/// Rows `start..start + rows` of `version`: every row names its version and
+/// position, so a torn or mixed read shows.
+fn batch(version: i64, start: usize, rows: usize) -> RecordBatch {
+    let seq: Vec<i64> = (start as i64..(start + rows) as i64).collect();
+    let labels: Vec<String> = seq
+        .iter()
+        .map(|s| format!("v{version}-row{s:012}"))
+        .collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(vec![version; rows])),
+            Arc::new(Int64Array::from(seq)),
+            Arc::new(StringArray::from(labels)),
+        ],
+    )
+    .unwrap()
+}
+
+fn version_batches(version: i64, rows: usize, batch_rows: usize) -> Vec<RecordBatch> {
+    (0..rows)
+        .step_by(batch_rows)
+        .map(|start| batch(version, start, batch_rows.min(rows - start)))
+        .collect()
+}
+
+/// The one version the batches hold, if they are exactly rows 0..n of it.
+fn whole_version(batches: &[RecordBatch]) -> Result<(i64, usize), String> {
+    let mut version = None;
+    let mut next = 0i64;
+    for b in batches {
+        let versions = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let seq = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let labels = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            let v = versions.value(i);
+            if *version.get_or_insert(v) != v {
+                return Err(format!("rows of versions {version:?} and {v} mixed"));
+            }
+            if seq.value(i) != next || labels.value(i) != format!("v{v}-row{next:012}") {
+                return Err(format!("row {next} of version {v} is wrong or missing"));
+            }
+            next += 1;
+        }
+    }
+    version
+        .map(|v| (v, next as usize))
+        .ok_or_else(|| "no rows".to_string())
+}
+
+fn assert_budget_refusal(status: &Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("--memory-limit"), "{status}");
+}
+
+async fn put_version(
+    client: &mut FlightClient,
+    name: &str,
+    version: i64,
+    rows: usize,
+) -> Result<(), Status> {
+    let summary = common::put(
+        client,
+        name,
+        schema(),
+        &version_batches(version, rows, 20_000),
+    )
+    .await?;
+    assert_eq!(summary.rows, rows as u64);
+    Ok(())
+}
+
+async fn read(client: &mut FlightClient, name: &str) -> Result<(i64, usize), Status> {
+    let (_, batches) = common::get(client, name).await?;
+    Ok(whole_version(&batches).unwrap_or_else(|e| panic!("{name} read torn: {e}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_flag_and_nothing_is_lost(
+) {
+    let server = TestServer::start_with_args(["--memory-limit", "1MiB", "--idle-timeout", "2s"]);
+    bounded(async {
+        let mut client = server.client().await;
+        put_version(&mut client, "kept.parquet", 1, 60_000)
+            .await
+            .unwrap();
+
+        // The hog: an upload whose unflushed row group grows past the whole
+        // budget (800,000 rows, far from the writer's flush point), then kept
+        // alive by a trickle of small batches, so its own idle timeout never
+        // fires, until the other calls below have been refused.
+        let mut raw = FlightServiceClient::new(server.channel().await);
+        let big_rows = 40 * 20_000;
+        let mut all: Vec<RecordBatch> = (0..40).map(|i| batch(7, i * 20_000, 20_000)).collect();
+        all.extend((0..1_200).map(|i| batch(7, big_rows + i * 10, 10)));
+        let mut messages = common::encode("hog.parquet", schema(), &all)
+            .await
+            .into_iter();
+        let (tx, rx) = mpsc::channel(4);
+        let replies = tokio::spawn(async move {
+            let mut replies = raw.do_put(ReceiverStream::new(rx)).await?.into_inner();
+            let mut results = Vec::new();
+            while let Some(r) = replies.message().await? {
+                results.push(r);
+            }
+            Ok::<_, Status>(results)
+        });
+        for message in messages.by_ref().take(1 + 40) {
+            tx.send(message).await.unwrap();
+        }
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let trickler = tokio::spawn(async move {
+            let mut sent = 0;
+            for message in messages {
+                tokio::select! {
+                    _ = stop_rx.changed() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                tx.send(message).await.unwrap();
+                sent += 10;
+            }
+            // Dropping `tx` here ends the upload cleanly.
+            sent
+        });
+
+        // Reads succeed (whole) until the server has taken the hog's batches;
+        // from then on each waits 2 s and is refused.
+        let mut refused_get = None;
+        for _ in 0..30 {
+            match read(&mut client, "kept.parquet").await {
+                Ok(version) => assert_eq!(version, (1, 60_000)),
+                Err(status) => {
+                    refused_get = Some(status);
+                    break;
+                }
+            }
+        }
+        let refused_get =
+            refused_get.expect("no read was refused while the upload held the budget");
+        assert_budget_refusal(&refused_get);
+
+        // An overwrite of the kept dataset is refused the same way, and the
+        // old version stays.
+        let mut other = server.client().await;
+        let overwrite = put_version(&mut other, "kept.parquet", 2, 60_000).await;
+        assert_budget_refusal(&overwrite.expect_err("the overwrite must be refused"));
+        stop_tx.send_replace(true);
+        let sent_rows = big_rows + trickler.await.unwrap();
+
+        // The hog ends cleanly and stores every row it sent.
+        let results = replies
+            .await
+            .unwrap()
+            .expect("the hog's upload must succeed");
+        assert_eq!(results.len(), 1);
+        assert_eq!(
+            read(&mut client, "hog.parquet").await.unwrap(),
+            (7, sent_rows)
+        );
+        assert_eq!(
+            read(&mut client, "kept.parquet").await.unwrap(),
+            (1, 60_000)
+        );
+        assert!(common::temp_files(server.repo()).is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_under_a_tiny_budget_complete_whole_or_are_refused_naming_the_flag() {
+    let server = TestServer::start_with_args(["--memory-limit", "1MiB", "--idle-timeout", "1s"]);
+    let names: Vec<String> = (0..3).map(|i| format!("shared-{i}.parquet")).collect();
+    bounded(async {
+        let mut client = server.client().await;
+        for name in &names {
+            put_version(&mut client, name, 0, 40_000).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for task in 0..12usize {
+            let client = server.client().await;
+            let names = names.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = client;
+                let mut outcomes = (0usize, 0usize);
+                for round in 0..3usize {
+                    let name = &names[(task + round) % names.len()];
+                    let result = if (task + round) % 2 == 0 {
+                        let version = (task * 10 + round + 1) as i64;
+                        put_version(&mut client, name, version, 40_000).await
+                    } else {
+                        // Whatever version it is, it is one whole version.
+                        read(&mut client, name)
+                            .await
+                            .map(|(_, rows)| assert_eq!(rows, 40_000))
+                    };
+                    match result {
+                        Ok(()) => outcomes.0 += 1,
+                        Err(status) => {
+                            assert_budget_refusal(&status);
+                            outcomes.1 += 1;
+                        }
+                    }
+                }
+                outcomes
+            }));
+        }
+        let (mut done, mut refused) = (0, 0);
+        for task in tasks {
+            let (d, r) = task.await.unwrap();
+            done += d;
+            refused += r;
+        }
+        eprintln!("{done} calls completed, {refused} refused for memory");
+        for name in &names {
+            let (_, rows) = read(&mut client, name).await.unwrap();
+            assert_eq!(rows, 40_000);
+        }
+        assert!(common::temp_files(server.repo()).is_empty());
+    })
+    .await;
+}
