@@ -319,6 +319,28 @@ fn text_report_has_a_line_per_check_and_skips_what_needs_flags() {
 }
 
 #[test]
+fn help_lists_the_command_and_every_check() {
+    let top = common::run_hangar(["--help"]);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("    check       Audit a Flight server"));
+    let help = common::run_hangar(["check", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.starts_with("hangar check — audit any Flight server"),
+        "{text}"
+    );
+    for check in hangar::cli::check::CHECKS {
+        assert!(
+            text.contains(&format!("    {check} ")),
+            "{check} missing in:\n{text}"
+        );
+    }
+    for flag in ["--write", "--json", "--timeout", "--user", "--tls-root"] {
+        assert!(text.contains(flag), "{flag} missing in:\n{text}");
+    }
+}
+
+#[test]
 fn usage_and_connection_errors_exit_2_and_1() {
     let output = hangar_check("grpc://127.0.0.1:1", &["--bogus"], &[]);
     assert_eq!(output.status.code(), Some(2));

@@ -229,30 +229,30 @@ dataset with rows and of an empty one if listed, plus, with --write, of two
 datasets the check uploads itself. Without --write nothing is changed on the
 server.
 
-CHECKS:
-    handshake             Handshake with Basic credentials answers an
-                          'authorization: Bearer' header          (--user)
-    token-accepted        a call carrying only that token is served (--user)
-    token-altered         the token altered is refused: UNAUTHENTICATED (--user)
+CHECKS (one that needs a flag not given SKIPs):
+    handshake             --user: Handshake with Basic credentials answers an
+                          'authorization: Bearer' header
+    token-accepted        --user: a call carrying only that token is served
+    token-altered         --user: the token altered is refused (UNAUTHENTICATED)
     list-flights          ListFlights answers
     schema-first          every DoGet stream starts with a Schema message
     empty-schema-first    ...also the stream of an empty dataset
     dictionaries-first    each dictionary comes before the batches using it
     message-size          every message fits the default 4 MiB client limit
     info-schema           GetFlightInfo's schema equals the stream's
-    total-records         total_records equals the rows streamed (or -1)
-    missing-dataset       GetFlightInfo and DoGet of a missing dataset:
+    total-records         total_records equals the rows streamed (or is -1)
+    missing-dataset       GetFlightInfo and DoGet of a missing dataset answer
                           NOT_FOUND
     malformed-descriptor  a PATH descriptor without a path: INVALID_ARGUMENT
     malformed-ticket      a ticket of non-UTF-8 bytes: INVALID_ARGUMENT
                           (never INTERNAL or UNKNOWN)
     unknown-action        an unlisted action is refused: UNIMPLEMENTED,
                           INVALID_ARGUMENT or NOT_FOUND
-    list-actions          drop_dataset is listed and every listed action is
-                          accepted                                 (--write)
-    roundtrip             DoPut then DoGet of a table with every common type
-                          and nulls in each column comes back unchanged (--write)
-    drop-dataset          drop_dataset removes the uploads         (--write)
+    list-actions          --write: drop_dataset is listed, and every listed
+                          action is accepted
+    roundtrip             --write: DoPut then DoGet of a table with every
+                          common type, nulls in each column, comes back unchanged
+    drop-dataset          --write: drop_dataset removes the uploads
 
 OPTIONS:
     --write                    Also upload two datasets named
