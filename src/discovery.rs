@@ -157,6 +157,21 @@ impl<T> Served for T where
 {
 }
 
+/// The address a per-peer limit counts by: an IPv4 address, or an IPv6
+/// host's /64 (one host usually holds the whole /64, so counting single
+/// addresses would let it take every slot).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
 /// Open streams per client address.
 #[derive(Clone, Default)]
 struct PerPeer(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>);
@@ -217,13 +232,13 @@ impl<S> Bounded<S> {
             return Ok(None);
         }
         let peer = match crate::transport::peer(request.extensions()).0 {
-            Some(addr) => match self.per_peer.take(addr.ip()) {
+            Some(addr) => match self.per_peer.take(peer_key(addr.ip())) {
                 Some(slot) => Some(slot),
                 None => {
                     return Err(tonic::Status::resource_exhausted(format!(
                         "{MAX_OPEN_CALLS_PER_PEER} reflection and health streams are already \
                          open from {}; close one (e.g. a health Watch) and retry",
-                        addr.ip()
+                        peer_key(addr.ip())
                     )))
                 }
             },
@@ -333,5 +348,28 @@ impl tonic::codegen::Body for Holding {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_peers_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(other));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(peer_key(mapped), "127.0.0.2".parse::<IpAddr>().unwrap());
+        let table = PerPeer::default();
+        let slots: Vec<PeerSlot> = (0..MAX_OPEN_CALLS_PER_PEER)
+            .map(|_| table.take(peer_key(a)).unwrap())
+            .collect();
+        assert!(table.take(peer_key(b)).is_none());
+        drop(slots);
+        assert!(table.take(peer_key(b)).is_some());
     }
 }

@@ -65,10 +65,21 @@ impl Nodes {
         self.file.is_some()
     }
 
+    /// The nodes as they are now, for one answer: a reload in the middle of
+    /// building it cannot mix two lists.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.all.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// The nodes at one moment.
+pub struct Snapshot(Vec<String>);
+
+impl Snapshot {
     /// The locations of endpoint `index`: every node, starting with node
     /// `index mod N`; none while this node has no peers.
     pub fn locations(&self, index: usize) -> Vec<String> {
-        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
+        let all = &self.0;
         if all.len() < 2 {
             return Vec::new();
         }
@@ -84,15 +95,30 @@ pub fn parse_uri(text: &str) -> std::result::Result<String, String> {
 }
 
 fn read_peers(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read as _;
     let what = || format!("reading --peers {}", path.display());
+    // A FIFO or a device would block the reload (and the users file's with
+    // it), and a file may grow while read: regular files only, read bounded.
     let meta = std::fs::metadata(path).map_err(|e| Error::io(what(), e))?;
-    if meta.len() > MAX_PEERS_FILE_BYTES {
+    if !meta.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "--peers {} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_PEERS_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| Error::io(what(), e))?;
+    if text.len() as u64 > MAX_PEERS_FILE_BYTES {
         return Err(Error::InvalidArgument(format!(
             "--peers {} is larger than {MAX_PEERS_FILE_BYTES} bytes",
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(what(), e))?;
     let mut peers = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
@@ -135,15 +161,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            nodes.locations(0),
+            nodes.snapshot().locations(0),
             ["grpc://a:1", "grpc://b:1", "grpc://c:1"]
         );
         assert_eq!(
-            nodes.locations(1),
+            nodes.snapshot().locations(1),
             ["grpc://b:1", "grpc://c:1", "grpc://a:1"]
         );
         assert_eq!(
-            nodes.locations(5),
+            nodes.snapshot().locations(5),
             ["grpc://c:1", "grpc://a:1", "grpc://b:1"]
         );
     }
@@ -151,7 +177,7 @@ mod tests {
     #[test]
     fn without_peers_there_are_no_locations() {
         let nodes = Nodes::new("grpc://a:1".into(), vec![], None).unwrap();
-        assert!(nodes.locations(0).is_empty());
+        assert!(nodes.snapshot().locations(0).is_empty());
     }
 
     #[test]
@@ -161,7 +187,7 @@ mod tests {
         std::fs::write(&path, "# the others\ngrpc://b:2\n\n grpc://c:3  # rack 2\n").unwrap();
         let nodes = Nodes::new("grpc://a:1".into(), vec![], Some(path.clone())).unwrap();
         assert_eq!(
-            nodes.locations(0),
+            nodes.snapshot().locations(0),
             ["grpc://a:1", "grpc://b:2", "grpc://c:3"]
         );
         std::fs::write(&path, "grpc://b:2\nnot a uri\n").unwrap();
@@ -169,11 +195,11 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         // The previous list stays in force.
         assert_eq!(
-            nodes.locations(1),
+            nodes.snapshot().locations(1),
             ["grpc://b:2", "grpc://c:3", "grpc://a:1"]
         );
         std::fs::write(&path, "").unwrap();
         assert_eq!(nodes.reload().unwrap(), 1);
-        assert!(nodes.locations(0).is_empty());
+        assert!(nodes.snapshot().locations(0).is_empty());
     }
 }

@@ -336,6 +336,13 @@ fn nodes(config: &Config, listener: &TcpListener) -> Result<Option<Arc<Nodes>>> 
                      how clients reach this node"
                 )));
             }
+            if config.tls.is_some() {
+                return Err(Error::InvalidArgument(
+                    "--peer/--peers with TLS need --advertise grpc+tls://HOST:PORT: clients \
+                     check the host name the certificate names, not this node's IP address"
+                        .into(),
+                ));
+            }
             let scheme = if config.tls.is_some() {
                 "grpc+tls"
             } else {

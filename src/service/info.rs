@@ -164,6 +164,7 @@ fn query_info(
     plan: &Plan,
     nodes: Option<&crate::nodes::Nodes>,
 ) -> Result<FlightInfo> {
+    let nodes = nodes.map(crate::nodes::Nodes::snapshot);
     let endpoint = plan
         .scans
         .iter()
@@ -173,6 +174,7 @@ fn query_info(
                 ticket: Bytes::from(scan.to_ticket()),
             }),
             location: nodes
+                .as_ref()
                 .map(|n| n.locations(i))
                 .unwrap_or_default()
                 .into_iter()

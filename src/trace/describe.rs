@@ -97,7 +97,7 @@ pub fn message(rpc: Rpc, request: bool, payload: &Bytes) -> Vec<(String, Value)>
                 .map(|m| vec![("app_metadata".into(), bytes(&m.app_metadata))]),
             "Action" => proto::Action::decode(payload.clone()).map(|m| {
                 vec![
-                    ("action_type".into(), Value::from(m.r#type.as_str())),
+                    ("action_type".into(), Value::from(text(&m.r#type))),
                     ("body".into(), bytes(&m.body)),
                 ]
             }),
@@ -105,8 +105,8 @@ pub fn message(rpc: Rpc, request: bool, payload: &Bytes) -> Vec<(String, Value)>
                 .map(|m| vec![("body".into(), bytes(&m.body))]),
             "ActionType" => proto::ActionType::decode(payload.clone()).map(|m| {
                 vec![
-                    ("action_type".into(), Value::from(m.r#type.as_str())),
-                    ("description".into(), Value::from(m.description.as_str())),
+                    ("action_type".into(), Value::from(text(&m.r#type))),
+                    ("description".into(), Value::from(text(&m.description))),
                 ]
             }),
             "Empty" => proto::Empty::decode(payload.clone()).map(|_| Vec::new()),
@@ -121,6 +121,80 @@ pub fn message(rpc: Rpc, request: bool, payload: &Bytes) -> Vec<(String, Value)>
         ),
     }
     fields
+}
+
+/// Entries of a list (fields, nodes, buffers) written out at most; a peer's
+/// header can hold millions, and the line must stay readable and bounded.
+const MAX_LISTED: usize = 1024;
+/// Problems written out per message; the rest are counted.
+const MAX_PROBLEMS: usize = 16;
+/// Characters of peer text (tickets, names, metadata) written out.
+const MAX_TEXT_CHARS: usize = 256;
+
+/// What is off in one message, as sentences.
+#[derive(Default)]
+pub struct Problems {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    fn has_room(&mut self) -> bool {
+        let room = self.list.len() < MAX_PROBLEMS;
+        if !room {
+            self.more += 1;
+        }
+        room
+    }
+
+    fn push(&mut self, problem: impl Into<String>) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(problem.into());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Adds `problems` to `fields`, unless there are none.
+    fn append_to(self, fields: &mut Vec<(String, Value)>) {
+        if self.list.is_empty() {
+            return;
+        }
+        let mut list: Vec<Value> = self
+            .list
+            .into_iter()
+            .map(|p| Value::from(text(&p)))
+            .collect();
+        if self.more > 0 {
+            list.push(Value::from(format!("… and {} more", self.more)));
+        }
+        fields.push(("problems".into(), Value::Array(list)));
+    }
+}
+
+/// At most [`MAX_LISTED`] values, then `"… N more"`.
+fn listed<T>(items: impl Iterator<Item = T>, mut value: impl FnMut(T) -> Value) -> Value {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for item in items {
+        if out.len() < MAX_LISTED {
+            out.push(value(item));
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        out.push(Value::from(format!("… {more} more")));
+    }
+    Value::Array(out)
+}
+
+/// Peer text, cut to [`MAX_TEXT_CHARS`] characters (then `…`).
+pub fn text(s: &str) -> String {
+    match s.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
 
 fn field(fields: &mut Vec<(String, Value)>, key: &str, value: impl Into<Value>) {
@@ -153,7 +227,16 @@ pub fn redacted(scheme: &str, len: usize) -> Value {
 /// characters, else `{"hex": …, "bytes": N}` (the first 64 bytes in hex).
 pub fn bytes(data: &[u8]) -> Value {
     match std::str::from_utf8(data) {
-        Ok(text) if !text.chars().any(char::is_control) => Value::from(text),
+        Ok(s) if !s.chars().any(char::is_control) => {
+            if s.chars().nth(MAX_TEXT_CHARS).is_some() {
+                Value::object([
+                    ("text", Value::from(text(s))),
+                    ("bytes", Value::from(s.len())),
+                ])
+            } else {
+                Value::from(s)
+            }
+        }
         _ => {
             const SHOWN: usize = 64;
             let mut hex = hex(&data[..data.len().min(SHOWN)]);
@@ -184,7 +267,7 @@ fn descriptor(d: &proto::FlightDescriptor) -> Value {
     if !d.path.is_empty() {
         fields.push((
             "path".into(),
-            Value::Array(d.path.iter().map(|p| Value::from(p.as_str())).collect()),
+            listed(d.path.iter(), |p| Value::from(text(p))),
         ));
     }
     if !d.cmd.is_empty() {
@@ -216,12 +299,7 @@ fn flight_info(info: &proto::FlightInfo) -> Vec<(String, Value)> {
                 ),
                 (
                     "locations",
-                    Value::Array(
-                        e.location
-                            .iter()
-                            .map(|l| Value::from(l.uri.as_str()))
-                            .collect(),
-                    ),
+                    listed(e.location.iter(), |l| Value::from(text(&l.uri))),
                 ),
                 ("expiration_time", timestamp(&e.expiration_time)),
                 ("app_metadata", bytes(&e.app_metadata)),
@@ -277,7 +355,7 @@ fn flight_data(data: &proto::FlightData) -> Vec<(String, Value)> {
     if !data.app_metadata.is_empty() {
         field(&mut fields, "app_metadata", bytes(&data.app_metadata));
     }
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     if data.data_header.is_empty() {
         if !data.data_body.is_empty() {
             problems.push("a body without an IPC header".to_string());
@@ -294,19 +372,13 @@ fn flight_data(data: &proto::FlightData) -> Vec<(String, Value)> {
             Err(err) => problems.push(format!("data_header is not an IPC message: {err}")),
         }
     }
-    if !problems.is_empty() {
-        field(
-            &mut fields,
-            "problems",
-            Value::Array(problems.into_iter().map(Value::from).collect()),
-        );
-    }
+    problems.append_to(&mut fields);
     fields
 }
 
 /// An IPC message header: its type and version, then what that type holds,
 /// checked against the body it came with (`body_len`).
-fn ipc_message(message: &arrow_ipc::Message, body_len: usize, problems: &mut Vec<String>) -> Value {
+fn ipc_message(message: &arrow_ipc::Message, body_len: usize, problems: &mut Problems) -> Value {
     let kind = message.header_type();
     let mut fields = vec![
         (
@@ -337,7 +409,7 @@ fn ipc_message(message: &arrow_ipc::Message, body_len: usize, problems: &mut Vec
                 "data".into(),
                 Value::Object(batch_fields(&batch, body_len, problems)),
             )),
-            None => problems.push("a DictionaryBatch without data".into()),
+            None => problems.push("a DictionaryBatch without data"),
         }
     } else if body_len > 0 {
         problems.push(format!(
@@ -354,26 +426,27 @@ fn ipc_message(message: &arrow_ipc::Message, body_len: usize, problems: &mut Vec
 fn key_values<'a>(pairs: impl Iterator<Item = arrow_ipc::KeyValue<'a>>) -> Value {
     Value::Object(
         pairs
+            .take(MAX_LISTED)
             .map(|kv| {
                 (
-                    kv.key().unwrap_or_default().to_string(),
-                    Value::from(kv.value().unwrap_or_default()),
+                    text(kv.key().unwrap_or_default()),
+                    Value::from(text(kv.value().unwrap_or_default())),
                 )
             })
             .collect(),
     )
 }
 
-fn schema_fields(schema: &arrow_ipc::Schema, problems: &mut Vec<String>) -> Vec<(String, Value)> {
+fn schema_fields(schema: &arrow_ipc::Schema, problems: &mut Problems) -> Vec<(String, Value)> {
     let mut fields = vec![(
         "endianness".to_string(),
         Value::from(schema.endianness().variant_name().unwrap_or("unknown")),
     )];
     let columns = schema
         .fields()
-        .map(|list| list.iter().map(|f| schema_field(f, problems)).collect())
-        .unwrap_or_default();
-    fields.push(("fields".into(), Value::Array(columns)));
+        .map(|list| listed(list.iter(), |f| schema_field(f, problems)))
+        .unwrap_or(Value::Array(Vec::new()));
+    fields.push(("fields".into(), columns));
     if let Some(features) = schema.features() {
         let names = features
             .iter()
@@ -387,7 +460,7 @@ fn schema_fields(schema: &arrow_ipc::Schema, problems: &mut Vec<String>) -> Vec<
     fields
 }
 
-fn schema_field(field: arrow_ipc::Field, problems: &mut Vec<String>) -> Value {
+fn schema_field(field: arrow_ipc::Field, problems: &mut Problems) -> Value {
     let name = field.name().unwrap_or_default().to_string();
     // Arrow's conversion panics on some malformed types: a peer's bytes must
     // not take the tracer down.
@@ -405,7 +478,7 @@ fn schema_field(field: arrow_ipc::Field, problems: &mut Vec<String>) -> Value {
         }
     };
     let mut fields = vec![
-        ("name".to_string(), Value::from(name)),
+        ("name".to_string(), Value::from(text(&name))),
         ("type".into(), Value::from(data_type)),
         ("nullable".into(), Value::from(field.nullable())),
     ];
@@ -433,7 +506,7 @@ fn schema_field(field: arrow_ipc::Field, problems: &mut Vec<String>) -> Value {
         if !children.is_empty() {
             fields.push((
                 "children".into(),
-                Value::Array(children.iter().map(|c| schema_field(c, problems)).collect()),
+                listed(children.iter(), |c| schema_field(c, problems)),
             ));
         }
     }
@@ -447,34 +520,38 @@ const ALIGNMENT: i64 = 8;
 fn batch_fields(
     batch: &arrow_ipc::RecordBatch,
     body_len: usize,
-    problems: &mut Vec<String>,
+    problems: &mut Problems,
 ) -> Vec<(String, Value)> {
     let mut fields = vec![("length".to_string(), Value::from(batch.length()))];
-    let nodes = batch
-        .nodes()
-        .map(|nodes| {
-            nodes
-                .iter()
-                .map(|n| Value::Array(vec![Value::from(n.length()), Value::from(n.null_count())]))
-                .collect()
-        })
-        .unwrap_or_default();
-    fields.push(("nodes".into(), Value::Array(nodes)));
+    let nodes = listed(batch.nodes().into_iter().flatten(), |n| {
+        Value::Array(vec![Value::from(n.length()), Value::from(n.null_count())])
+    });
+    fields.push(("nodes".into(), nodes));
     let mut buffers = Vec::new();
+    let mut unlisted = 0usize;
     for (i, buffer) in batch.buffers().into_iter().flatten().enumerate() {
         let (offset, length) = (buffer.offset(), buffer.length());
-        if offset % ALIGNMENT != 0 {
+        if offset % ALIGNMENT != 0 && problems.has_room() {
             problems.push(format!(
                 "buffer {i} starts at {offset}, not a multiple of {ALIGNMENT}"
             ));
         }
         let end = offset.checked_add(length);
-        if offset < 0 || length < 0 || end.is_none_or(|end| end as u128 > body_len as u128) {
+        let outside =
+            offset < 0 || length < 0 || end.is_none_or(|end| end as u128 > body_len as u128);
+        if outside && problems.has_room() {
             problems.push(format!(
                 "buffer {i} ({offset}+{length}) lies outside the {body_len}-byte body"
             ));
         }
-        buffers.push(Value::Array(vec![Value::from(offset), Value::from(length)]));
+        if buffers.len() < MAX_LISTED {
+            buffers.push(Value::Array(vec![Value::from(offset), Value::from(length)]));
+        } else {
+            unlisted += 1;
+        }
+    }
+    if unlisted > 0 {
+        buffers.push(Value::from(format!("… {unlisted} more")));
     }
     fields.push(("buffers".into(), Value::Array(buffers)));
     if body_len as i64 % ALIGNMENT != 0 {
@@ -511,7 +588,7 @@ fn encapsulated_schema(data: &[u8]) -> Value {
     if data.is_empty() {
         return Value::Null;
     }
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     let header = match data {
         [0xff, 0xff, 0xff, 0xff, a, b, c, d, rest @ ..] => {
             Some((u32::from_le_bytes([*a, *b, *c, *d]) as usize, rest))
@@ -536,12 +613,7 @@ fn encapsulated_schema(data: &[u8]) -> Value {
         },
         _ => problems.push("too short for an IPC message".to_string()),
     }
-    if !problems.is_empty() {
-        fields.push((
-            "problems".into(),
-            Value::Array(problems.into_iter().map(Value::from).collect()),
-        ));
-    }
+    problems.append_to(&mut fields);
     Value::Object(fields)
 }
 
@@ -554,21 +626,41 @@ const SECRET_HEADERS: [&str; 5] = [
     "set-cookie",
 ];
 
+/// Parts of header names that gateways and services use for credentials
+/// (`x-api-key`, `x-auth-token`, `session-id`, …): redacted too.
+const SECRET_PARTS: [&str; 7] = [
+    "auth", "token", "key", "secret", "passw", "session", "cookie",
+];
+
+/// Schemes shown before a redacted value; anything else may be part of the
+/// secret itself.
+const SCHEMES: [&str; 4] = ["Basic", "Bearer", "Digest", "Negotiate"];
+
+fn is_secret(name: &str, value: &tonic::codegen::http::HeaderValue) -> bool {
+    value.is_sensitive()
+        || SECRET_HEADERS.contains(&name)
+        || SECRET_PARTS.iter().any(|part| name.contains(part))
+}
+
 /// Headers in the order they came, repeated names as arrays; credentials
 /// redacted, binary (`-bin`) values as sent (base64).
 pub fn headers(map: &tonic::codegen::http::HeaderMap) -> Value {
     let mut fields: Vec<(String, Value)> = Vec::new();
     for (name, value) in map {
         let name = name.as_str();
-        let shown = if SECRET_HEADERS.contains(&name) {
+        let shown = if is_secret(name, value) {
             let raw = value.as_bytes();
-            let text = String::from_utf8_lossy(raw);
-            match text.split_once(' ') {
-                Some((scheme, rest)) if !name.ends_with("-bin") => redacted(scheme, rest.len()),
-                _ => redacted("", raw.len()),
+            let scheme = raw
+                .iter()
+                .position(|&b| b == b' ')
+                .and_then(|at| std::str::from_utf8(&raw[..at]).ok())
+                .and_then(|s| SCHEMES.iter().find(|known| known.eq_ignore_ascii_case(s)));
+            match scheme {
+                Some(scheme) => redacted(scheme, raw.len() - scheme.len() - 1),
+                None => redacted("", raw.len()),
             }
         } else {
-            Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned())
+            Value::from(text(&String::from_utf8_lossy(value.as_bytes())))
         };
         match fields.iter_mut().find(|(k, _)| k == name) {
             Some((_, Value::Array(values))) => values.push(shown),
@@ -604,6 +696,58 @@ mod tests {
             r#"{"authorization":"Bearer <redacted, 6 bytes>","auth-token-bin":"<redacted, 8 bytes>","x-note":["one","two"]}"#
         );
         assert!(!text.contains("abcdef") && !text.contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn any_header_that_looks_like_a_credential_is_redacted_and_only_known_schemes_shown() {
+        let mut map = HeaderMap::new();
+        map.insert("x-api-key", HeaderValue::from_static("k-123456"));
+        map.insert("x-auth-token", HeaderValue::from_static("t-abcdef"));
+        map.insert("authorization", HeaderValue::from_static("alice:my secret"));
+        let mut sensitive = HeaderValue::from_static("s3cr3t");
+        sensitive.set_sensitive(true);
+        map.insert("x-custom", sensitive);
+        map.insert("x-plain", HeaderValue::from_static("visible"));
+        let text = headers(&map).to_string();
+        for secret in ["k-123456", "t-abcdef", "alice", "my secret", "s3cr3t"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains(r#""authorization":"<redacted, 15 bytes>""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""x-plain":"visible""#), "{text}");
+    }
+
+    #[test]
+    fn lists_problems_and_text_from_a_peer_are_bounded() {
+        let long = "t".repeat(10_000);
+        let shown = bytes(long.as_bytes());
+        assert_eq!(shown.get("bytes").and_then(Value::as_u64), Some(10_000));
+        assert!(
+            shown
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap()
+                .chars()
+                .count()
+                <= 257
+        );
+        let value = listed(0..5000u64, Value::from);
+        let items = value.as_array().unwrap();
+        assert_eq!(items.len(), MAX_LISTED + 1);
+        assert_eq!(items[MAX_LISTED], Value::from("… 3976 more"));
+        let mut problems = Problems::default();
+        for i in 0..100 {
+            if problems.has_room() {
+                problems.push(format!("problem {i}"));
+            }
+        }
+        let mut fields = Vec::new();
+        problems.append_to(&mut fields);
+        let list = fields[0].1.as_array().unwrap();
+        assert_eq!(list.len(), MAX_PROBLEMS + 1);
+        assert_eq!(list[MAX_PROBLEMS], Value::from("… and 84 more"));
     }
 
     #[test]

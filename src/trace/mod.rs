@@ -128,7 +128,8 @@ pub fn text(event: &Value) -> String {
         if matches!(key.as_str(), "call" | "direction" | "event") {
             continue;
         }
-        let _ = write!(out, " {key}=");
+        // Keys can come from the peer too (IPC metadata): quoted like values.
+        let _ = write!(out, " {}=", crate::log::quote_if_needed(key));
         render(&mut out, value);
     }
     out
@@ -154,7 +155,7 @@ fn render(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(' ');
                 }
-                let _ = write!(out, "{key}=");
+                let _ = write!(out, "{}=", crate::log::quote_if_needed(key));
                 render(out, item);
             }
             out.push('}');
@@ -406,11 +407,11 @@ impl TracedBody {
     fn end(&mut self, trailers: Option<&HeaderMap>) {
         self.finished = true;
         let mut fields = vec![("messages".to_string(), Value::from(self.messages))];
-        if let Some(partial) = self.frames.partial() {
+        if let Some((received, declared)) = self.frames.partial() {
             fields.push((
                 "problems".into(),
                 Value::Array(vec![Value::from(format!(
-                    "the stream ended inside a message ({partial} bytes of it)"
+                    "the stream ended inside a message ({received} of its {declared} bytes)"
                 ))]),
             ));
         }
@@ -524,7 +525,8 @@ impl Frames {
                     (self.skip, self.skipped) = (len, len);
                     continue;
                 }
-                self.buf.reserve(len);
+                // Grow with what arrives, not with what the prefix claims.
+                self.buf.reserve(len.min(64 * 1024));
             }
             let want = PREFIX + self.declared() - self.buf.len();
             let n = want.min(data.len());
@@ -552,10 +554,17 @@ impl Frames {
         u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize
     }
 
-    /// Bytes of a message begun but not finished, if any.
-    fn partial(&self) -> Option<usize> {
-        let pending = self.buf.len() + self.skip;
-        (pending > 0).then_some(pending)
+    /// A message begun but not finished, if any: (bytes received, bytes
+    /// it declared), prefix excluded.
+    fn partial(&self) -> Option<(usize, usize)> {
+        if self.skip > 0 {
+            return Some((self.skipped - self.skip, self.skipped));
+        }
+        match self.buf.len() {
+            0 => None,
+            n if n < PREFIX => Some((0, 0)),
+            n => Some((n - PREFIX, self.declared())),
+        }
     }
 }
 
@@ -610,7 +619,7 @@ mod tests {
         frames.push(Bytes::from(prefix), &mut out);
         frames.push(Bytes::from(vec![0u8; len - 10]), &mut out);
         assert!(out.is_empty());
-        assert_eq!(frames.partial(), Some(10));
+        assert_eq!(frames.partial(), Some((len - 10, len)));
         assert!(frames.buf.capacity() < 1024);
         let mut rest = vec![0u8; 10];
         rest.extend(frame(b"next"));
@@ -638,6 +647,24 @@ mod tests {
         assert_eq!(
             text(&event),
             r#"trace #3 < message n=1 ticket="two words" ipc={nodes=[1]} progress=-"#
+        );
+    }
+
+    #[test]
+    fn keys_from_a_peer_cannot_start_a_new_line() {
+        let event = Value::object([
+            ("call", Value::from(1u64)),
+            ("event", Value::from("message")),
+            (
+                "metadata",
+                Value::object([("x\n2026-12-01T00:00:00Z forged=1", Value::from("v"))]),
+            ),
+        ]);
+        let line = text(&event);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains(r#"metadata={"x\n2026-12-01T00:00:00Z forged=1"=v}"#),
+            "{line}"
         );
     }
 
