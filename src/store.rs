@@ -867,6 +867,18 @@ impl Upload {
         Ok(())
     }
 
+    /// Writes out the row group buffered so far (a smaller one than usual),
+    /// giving its memory back: for when the memory budget is short.
+    pub fn flush(&mut self) -> Result<()> {
+        let name = &self.name;
+        match self.writer.as_mut() {
+            Some(writer) if writer.in_progress_rows() > 0 => writer
+                .flush()
+                .map_err(|e| parquet_error(format!("writing '{name}'"), e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Finishes the file, makes it durable and atomically replaces the dataset.
     /// Returns the file size in bytes.
     pub fn commit(mut self) -> Result<u64> {

@@ -247,3 +247,33 @@ async fn concurrent_calls_under_a_tiny_budget_complete_whole_or_are_refused_nami
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_give_back_buffered_row_groups_instead_of_waiting_on_each_other() {
+    // Each upload buffers its row group in the budget. Were they to wait for
+    // more while holding it, four of them would wait on each other until the
+    // idle timeout and fail; an upload short of budget flushes its row group
+    // first, so all of them complete.
+    let server = TestServer::start_with_args(["--memory-limit", "4MiB", "--idle-timeout", "3s"]);
+    bounded(async {
+        let mut tasks = Vec::new();
+        for i in 0..4i64 {
+            let mut client = server.client().await;
+            tasks.push(tokio::spawn(async move {
+                let name = format!("upload-{i}.parquet");
+                put_version(&mut client, &name, i, 200_000)
+                    .await
+                    .map(|()| name)
+            }));
+        }
+        let mut client = server.client().await;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let name = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|status| panic!("upload {i} failed: {status}"));
+            assert_eq!(read(&mut client, &name).await.unwrap(), (i as i64, 200_000));
+        }
+    })
+    .await;
+}

@@ -182,7 +182,16 @@ fn ingest(
                 Decoded::Batch(batch) => match upload.as_mut() {
                     Some(upload) => {
                         let batch_bytes = batch.get_array_memory_size() as u64;
-                        memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                        let wanted = upload.buffered_bytes() + batch_bytes;
+                        if memory.resize(wanted, Duration::ZERO).is_err() {
+                            // Never wait while holding what can be given
+                            // back: uploads that each keep a buffered row
+                            // group and wait for more would wait on each
+                            // other until they all time out.
+                            upload.flush()?;
+                            memory.hold_now(upload.buffered_bytes());
+                            memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                        }
                         upload.write(&batch)?;
                         drop(batch);
                         // Already allocated, so held without waiting; a
