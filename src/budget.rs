@@ -77,8 +77,20 @@ impl Budget {
 
     /// Takes `bytes` from the pool, waiting up to `wait` for them.
     pub fn acquire(&self, bytes: u64, wait: Duration) -> Result<Grant, Error> {
+        self.acquire_while(bytes, wait, &|| true)
+    }
+
+    /// [`Budget::acquire`], giving up (CANCELLED) as soon as `wanted` says the
+    /// bytes are no longer needed, e.g. because the client left: a call whose
+    /// client is gone must not keep its call slot while it waits.
+    pub fn acquire_while(
+        &self,
+        bytes: u64,
+        wait: Duration,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Grant, Error> {
         let mut grant = self.empty();
-        grant.resize(bytes, wait)?;
+        grant.resize_while(bytes, wait, wanted)?;
         Ok(grant)
     }
 
@@ -162,6 +174,9 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
+/// How often a wait for memory checks that it is still wanted.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
 /// Bytes held from a [`Budget`]; dropping the grant returns them.
 #[derive(Debug)]
 pub struct Grant {
@@ -181,6 +196,17 @@ impl Grant {
     /// group larger than the budget still goes through, but only once it has
     /// the pool to itself, so one large item is slow rather than impossible.
     pub fn resize(&mut self, bytes: u64, wait: Duration) -> Result<(), Error> {
+        self.resize_while(bytes, wait, &|| true)
+    }
+
+    /// [`Grant::resize`], giving up (CANCELLED) once `wanted` turns false; it
+    /// is asked at least every [`WAIT_SLICE`].
+    pub fn resize_while(
+        &mut self,
+        bytes: u64,
+        wait: Duration,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<(), Error> {
         let limit = self.budget.inner.limit;
         let want = bytes.min(limit);
         if want <= self.bytes {
@@ -206,9 +232,14 @@ impl Grant {
                 .budget
                 .inner
                 .freed
-                .wait_timeout(used, deadline - now)
+                .wait_timeout(used, (deadline - now).min(WAIT_SLICE))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            if !wanted() {
+                return Err(Error::Cancelled(
+                    "the client went away while the call waited for memory".into(),
+                ));
+            }
         }
         *used += more;
         self.bytes = want;
@@ -312,6 +343,25 @@ mod tests {
         assert_eq!(budget.used(), 10);
         drop(a);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_wait_that_is_no_longer_wanted_ends_at_once_as_cancelled() {
+        let budget = Budget::new(100);
+        let _held = budget.acquire(100, NO_WAIT).unwrap();
+        let gone = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                budget.acquire_while(10, Duration::from_secs(3600), &|| {
+                    !gone.load(std::sync::atomic::Ordering::SeqCst)
+                })
+            });
+            gone.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Bounded by WAIT_SLICE, not by the hour asked for.
+            let err = waiter.join().unwrap().unwrap_err();
+            assert_eq!(err.code(), Code::Cancelled);
+        });
+        assert_eq!(budget.used(), 100);
     }
 
     #[test]

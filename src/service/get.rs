@@ -134,9 +134,11 @@ impl Worker {
             // The decoded batch counts from here until its messages are
             // queued; then the messages' own bytes count until tonic takes
             // each one. Waiting here pauses this download, not the others.
-            let mut grant = self
-                .memory
-                .acquire(batch.get_array_memory_size() as u64, self.idle)?;
+            let mut grant = self.memory.acquire_while(
+                batch.get_array_memory_size() as u64,
+                self.idle,
+                &|| !tx.is_closed(),
+            )?;
             self.encoder.batch(&batch, &mut messages)?;
             drop(batch);
             grant.hold_now(messages.iter().map(message_bytes).sum());
