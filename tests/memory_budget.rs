@@ -112,6 +112,9 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         put_version(&mut client, "kept.parquet", 1, 60_000)
             .await
             .unwrap();
+        put_version(&mut client, "empty.parquet", 1, 0)
+            .await
+            .unwrap();
 
         // The hog: an upload whose unflushed row group grows past the whole
         // budget (800,000 rows, far from the writer's flush point), then kept
@@ -172,6 +175,11 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         let mut other = server.client().await;
         let overwrite = put_version(&mut other, "kept.parquet", 2, 60_000).await;
         assert_budget_refusal(&overwrite.expect_err("the overwrite must be refused"));
+        // A download with nothing to send needs no memory: it ends well.
+        let (_, empty) = common::get(&mut other, "empty.parquet")
+            .await
+            .expect("an empty dataset reads without memory");
+        assert!(empty.iter().all(|b| b.num_rows() == 0));
         stop_tx.send_replace(true);
         let sent_rows = big_rows + trickler.await.unwrap();
 
