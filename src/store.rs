@@ -832,6 +832,18 @@ impl Upload {
         self.writer.as_ref().map_or(0, |w| w.memory_size() as u64)
     }
 
+    /// Writes the buffered rows out as a row group now, freeing the writer's
+    /// buffers (a smaller row group; the data is the same).
+    pub fn flush(&mut self) -> Result<()> {
+        let name = &self.name;
+        match self.writer.as_mut() {
+            Some(writer) => writer
+                .flush()
+                .map_err(|e| parquet_error(format!("writing '{name}'"), e)),
+            None => Ok(()),
+        }
+    }
+
     /// Appends one batch. Its schema must equal the upload's.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.schema_ref().fields() != self.schema.fields() {

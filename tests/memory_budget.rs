@@ -118,12 +118,13 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
 
         // The hog: an upload whose unflushed row group grows past the whole
         // budget (800,000 rows, far from the writer's flush point), then kept
-        // alive by a trickle of small batches, so its own idle timeout never
-        // fires, until the other calls below have been refused.
+        // alive by a trickle of 2,000-row batches every 100 ms, so its own
+        // idle timeout never fires, until the other calls below have been
+        // refused.
         let mut raw = FlightServiceClient::new(server.channel().await);
         let big_rows = 40 * 20_000;
         let mut all: Vec<RecordBatch> = (0..40).map(|i| batch(7, i * 20_000, 20_000)).collect();
-        all.extend((0..1_200).map(|i| batch(7, big_rows + i * 10, 10)));
+        all.extend((0..600).map(|i| batch(7, big_rows + i * 2_000, 2_000)));
         let mut messages = common::encode("hog.parquet", schema(), &all)
             .await
             .into_iter();
@@ -148,7 +149,7 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
                 tx.send(message).await.unwrap();
-                sent += 10;
+                sent += 2_000;
             }
             // Dropping `tx` here ends the upload cleanly.
             sent
@@ -159,7 +160,13 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         let mut refused_get = None;
         for _ in 0..30 {
             match read(&mut client, "kept.parquet").await {
-                Ok(version) => assert_eq!(version, (1, 60_000)),
+                Ok(version) => {
+                    assert_eq!(version, (1, 60_000));
+                    // A read that got memory may have made the upload write
+                    // its row group out early (it flushes rather than wait);
+                    // give the trickle time to buffer past the budget again.
+                    tokio::time::sleep(Duration::from_millis(1_500)).await;
+                }
                 Err(status) => {
                     refused_get = Some(status);
                     break;
@@ -252,6 +259,37 @@ async fn concurrent_calls_under_a_tiny_budget_complete_whole_or_are_refused_nami
             assert_eq!(rows, 40_000);
         }
         assert!(common::temp_files(server.repo()).is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_sharing_a_tiny_budget_write_row_groups_early_instead_of_stalling_each_other() {
+    // Uploads that each held part of the budget while waiting for more would
+    // stall one another until refused (after --idle-timeout).
+    let server = TestServer::start_with_args(["--memory-limit", "1MiB", "--idle-timeout", "10s"]);
+    let names: Vec<String> = (0..8).map(|i| format!("up-{i}.parquet")).collect();
+    bounded(async {
+        let mut uploads = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut client = server.client().await;
+            let name = name.clone();
+            uploads.push(tokio::spawn(async move {
+                let batches = version_batches(i as i64 + 1, 60_000, 2_000);
+                common::put(&mut client, &name, schema(), &batches).await
+            }));
+        }
+        for upload in uploads {
+            let summary = upload.await.unwrap().expect("every upload must complete");
+            assert_eq!(summary.rows, 60_000);
+        }
+        let mut client = server.client().await;
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(
+                read(&mut client, name).await.unwrap(),
+                (i as i64 + 1, 60_000)
+            );
+        }
     })
     .await;
 }

@@ -182,7 +182,16 @@ fn ingest(
                 Decoded::Batch(batch) => match upload.as_mut() {
                     Some(upload) => {
                         let batch_bytes = batch.get_array_memory_size() as u64;
-                        memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                        let wanted = upload.buffered_bytes() + batch_bytes;
+                        if memory.resize(wanted, Duration::ZERO).is_err() {
+                            // Under memory pressure an upload writes its row
+                            // group out early rather than wait while holding
+                            // it: uploads that each held part of the budget
+                            // and waited for more would stall one another.
+                            upload.flush()?;
+                            memory.hold_now(upload.buffered_bytes());
+                            memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                        }
                         upload.write(&batch)?;
                         drop(batch);
                         // Already allocated, so held without waiting; a
