@@ -43,8 +43,10 @@ use futures::TryStreamExt;
 use tonic::transport::Endpoint;
 use tonic::Code;
 
-/// Bound on one call; a call that overruns counts as an error.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one call; a call that overruns counts as an error. Longer than
+/// the server's default --idle-timeout (60 s), the longest a call waits for
+/// memory, so a refusal shows as one rather than as a client timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// Dataset names the clients share.
 const NAMES: u64 = 20;
 

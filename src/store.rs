@@ -832,6 +832,18 @@ impl Upload {
         self.writer.as_ref().map_or(0, |w| w.memory_size() as u64)
     }
 
+    /// Writes the buffered rows out as a row group now, freeing the writer's
+    /// buffers (a smaller row group; the data is the same).
+    pub fn flush(&mut self) -> Result<()> {
+        let name = &self.name;
+        match self.writer.as_mut() {
+            Some(writer) => writer
+                .flush()
+                .map_err(|e| parquet_error(format!("writing '{name}'"), e)),
+            None => Ok(()),
+        }
+    }
+
     /// Appends one batch. Its schema must equal the upload's.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.schema_ref().fields() != self.schema.fields() {
@@ -865,18 +877,6 @@ impl Upload {
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
-    }
-
-    /// Writes out the row group buffered so far (a smaller one than usual),
-    /// giving its memory back: for when the memory budget is short.
-    pub fn flush(&mut self) -> Result<()> {
-        let name = &self.name;
-        match self.writer.as_mut() {
-            Some(writer) if writer.in_progress_rows() > 0 => writer
-                .flush()
-                .map_err(|e| parquet_error(format!("writing '{name}'"), e)),
-            _ => Ok(()),
-        }
     }
 
     /// Finishes the file, makes it durable and atomically replaces the dataset.

@@ -112,15 +112,19 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         put_version(&mut client, "kept.parquet", 1, 60_000)
             .await
             .unwrap();
+        put_version(&mut client, "empty.parquet", 1, 0)
+            .await
+            .unwrap();
 
         // The hog: an upload whose unflushed row group grows past the whole
         // budget (800,000 rows, far from the writer's flush point), then kept
-        // alive by a trickle of small batches, so its own idle timeout never
-        // fires, until the other calls below have been refused.
+        // alive by a trickle of 2,000-row batches every 100 ms, so its own
+        // idle timeout never fires, until the other calls below have been
+        // refused.
         let mut raw = FlightServiceClient::new(server.channel().await);
         let big_rows = 40 * 20_000;
         let mut all: Vec<RecordBatch> = (0..40).map(|i| batch(7, i * 20_000, 20_000)).collect();
-        all.extend((0..1_200).map(|i| batch(7, big_rows + i * 10, 10)));
+        all.extend((0..600).map(|i| batch(7, big_rows + i * 2_000, 2_000)));
         let mut messages = common::encode("hog.parquet", schema(), &all)
             .await
             .into_iter();
@@ -145,7 +149,7 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
                 tx.send(message).await.unwrap();
-                sent += 10;
+                sent += 2_000;
             }
             // Dropping `tx` here ends the upload cleanly.
             sent
@@ -156,7 +160,13 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         let mut refused_get = None;
         for _ in 0..30 {
             match read(&mut client, "kept.parquet").await {
-                Ok(version) => assert_eq!(version, (1, 60_000)),
+                Ok(version) => {
+                    assert_eq!(version, (1, 60_000));
+                    // A read that got memory may have made the upload write
+                    // its row group out early (it flushes rather than wait);
+                    // give the trickle time to buffer past the budget again.
+                    tokio::time::sleep(Duration::from_millis(1_500)).await;
+                }
                 Err(status) => {
                     refused_get = Some(status);
                     break;
@@ -172,6 +182,11 @@ async fn an_upload_holding_the_whole_budget_makes_other_calls_fail_naming_the_fl
         let mut other = server.client().await;
         let overwrite = put_version(&mut other, "kept.parquet", 2, 60_000).await;
         assert_budget_refusal(&overwrite.expect_err("the overwrite must be refused"));
+        // A download with nothing to send needs no memory: it ends well.
+        let (_, empty) = common::get(&mut other, "empty.parquet")
+            .await
+            .expect("an empty dataset reads without memory");
+        assert!(empty.iter().all(|b| b.num_rows() == 0));
         stop_tx.send_replace(true);
         let sent_rows = big_rows + trickler.await.unwrap();
 
@@ -249,30 +264,31 @@ async fn concurrent_calls_under_a_tiny_budget_complete_whole_or_are_refused_nami
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_uploads_give_back_buffered_row_groups_instead_of_waiting_on_each_other() {
-    // Each upload buffers its row group in the budget. Were they to wait for
-    // more while holding it, four of them would wait on each other until the
-    // idle timeout and fail; an upload short of budget flushes its row group
-    // first, so all of them complete.
-    let server = TestServer::start_with_args(["--memory-limit", "4MiB", "--idle-timeout", "3s"]);
+async fn uploads_sharing_a_tiny_budget_write_row_groups_early_instead_of_stalling_each_other() {
+    // Uploads that each held part of the budget while waiting for more would
+    // stall one another until refused (after --idle-timeout).
+    let server = TestServer::start_with_args(["--memory-limit", "1MiB", "--idle-timeout", "10s"]);
+    let names: Vec<String> = (0..8).map(|i| format!("up-{i}.parquet")).collect();
     bounded(async {
-        let mut tasks = Vec::new();
-        for i in 0..4i64 {
+        let mut uploads = Vec::new();
+        for (i, name) in names.iter().enumerate() {
             let mut client = server.client().await;
-            tasks.push(tokio::spawn(async move {
-                let name = format!("upload-{i}.parquet");
-                put_version(&mut client, &name, i, 200_000)
-                    .await
-                    .map(|()| name)
+            let name = name.clone();
+            uploads.push(tokio::spawn(async move {
+                let batches = version_batches(i as i64 + 1, 60_000, 2_000);
+                common::put(&mut client, &name, schema(), &batches).await
             }));
         }
+        for upload in uploads {
+            let summary = upload.await.unwrap().expect("every upload must complete");
+            assert_eq!(summary.rows, 60_000);
+        }
         let mut client = server.client().await;
-        for (i, task) in tasks.into_iter().enumerate() {
-            let name = task
-                .await
-                .unwrap()
-                .unwrap_or_else(|status| panic!("upload {i} failed: {status}"));
-            assert_eq!(read(&mut client, &name).await.unwrap(), (i as i64, 200_000));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(
+                read(&mut client, name).await.unwrap(),
+                (i as i64 + 1, 60_000)
+            );
         }
     })
     .await;

@@ -65,6 +65,7 @@ pub(super) async fn do_get(
         ),
         idle: limits.idle_timeout,
         memory: service.memory.clone(),
+        first_estimate: limits.target_message_bytes as u64,
         call,
         _permit: permit,
     };
@@ -104,6 +105,8 @@ struct Worker {
     /// move for that long fails either way.
     idle: Duration,
     memory: Budget,
+    /// Memory reserved before the first batch is read.
+    first_estimate: u64,
     call: Call,
     _permit: OwnedSemaphorePermit,
 }
@@ -124,21 +127,30 @@ impl Worker {
         }
     }
 
-    fn stream(&mut self, batches: Batches, tx: &Messages) -> Result<()> {
+    fn stream(&mut self, mut batches: Batches, tx: &Messages) -> Result<()> {
         let schema = self.encoder.schema(batches.schema());
         self.send(tx, schema, self.memory.empty())?;
         let mut messages = Vec::new();
-        for batch in batches {
+        // Memory is reserved before each read, sized like the batch before
+        // (the first like one message), so a download waits for the budget
+        // before it allocates, not after; the reservation is then set to
+        // what the batch really takes.
+        let mut expected = self.first_estimate;
+        loop {
+            // A client that left stops the wait at once (its call slot is
+            // not held for the idle timeout).
+            let grant = self
+                .memory
+                .acquire_while(expected, self.idle, &|| !tx.is_closed());
+            // A download whose every batch was sent ends well even if no
+            // memory was free for a next one that turned out not to exist.
+            let Some(batch) = batches.next() else { break };
+            let mut grant = grant?;
             let batch = batch?;
             self.call.rows += batch.num_rows() as u64;
-            // The decoded batch counts from here until its messages are
-            // queued; then the messages' own bytes count until tonic takes
-            // each one. Waiting here pauses this download, not the others.
-            let mut grant = self.memory.acquire_while(
-                batch.get_array_memory_size() as u64,
-                self.idle,
-                &|| !tx.is_closed(),
-            )?;
+            expected = batch.get_array_memory_size() as u64;
+            grant.hold_now(expected);
+            // The messages' own bytes count from here until tonic takes each.
             self.encoder.batch(&batch, &mut messages)?;
             drop(batch);
             grant.hold_now(messages.iter().map(message_bytes).sum());

@@ -184,10 +184,10 @@ fn ingest(
                         let batch_bytes = batch.get_array_memory_size() as u64;
                         let wanted = upload.buffered_bytes() + batch_bytes;
                         if memory.resize(wanted, Duration::ZERO).is_err() {
-                            // Never wait while holding what can be given
-                            // back: uploads that each keep a buffered row
-                            // group and wait for more would wait on each
-                            // other until they all time out.
+                            // Under memory pressure an upload writes its row
+                            // group out early rather than wait while holding
+                            // it: uploads that each held part of the budget
+                            // and waited for more would stall one another.
                             upload.flush()?;
                             memory.hold_now(upload.buffered_bytes());
                             memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
