@@ -43,6 +43,9 @@ CLIENT COMMANDS (talk to any Arrow Flight server; --server URI or $HANGAR_SERVER
 OPTIONS:
     -h, --help       Print help (hangar <COMMAND> --help for a command's options)
     -V, --version    Print version
+    --trace          Before a client command: write every gRPC event to stderr,
+                     decoded (hangar --trace get NAME); --trace-format json
+                     for JSON lines. The server's own: hangar serve --trace
 ";
 
 const SERVE_HELP: &str = "\
