@@ -261,7 +261,7 @@ impl<S: NamedService> NamedService for Bounded<S> {
     const NAME: &'static str = S::NAME;
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+use crate::transport::BoxFuture;
 
 impl<S> Service<Request<Body>> for Bounded<S>
 where

@@ -248,7 +248,7 @@ impl<S: NamedService> NamedService for Traced<S> {
     const NAME: &'static str = S::NAME;
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+use crate::transport::BoxFuture;
 
 impl<S> Service<Request<Body>> for Traced<S>
 where

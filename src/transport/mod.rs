@@ -32,3 +32,7 @@ pub fn peer(extensions: &tonic::Extensions) -> (Option<std::net::SocketAddr>, bo
     }
     (None, false)
 }
+
+/// The future of a service wrapper that does its own work around the inner
+/// call (trace, discovery's slots): one boxed type for all of them.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
