@@ -287,7 +287,7 @@ fn parse_serve(mut parser: lexopt::Parser) -> Result<Command, Usage> {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(SERVE_HELP)),
             Long("listen") => config.listen = parse_value(&mut parser, "--listen")?,
-            Long("repo") => config.repo = parser.value()?.into(),
+            Long("repo") => config.repo = parser.value()?.string()?,
             Long("ipc-compression") => {
                 config.limits.ipc_compression = parse_value(&mut parser, "--ipc-compression")?
             }

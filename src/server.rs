@@ -28,7 +28,7 @@ use crate::transport::TrackEndOfStream;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub repo: PathBuf,
+    pub repo: String,
     pub codec: Codec,
     pub limits: Limits,
     pub log_format: Format,
@@ -105,7 +105,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8815)),
-            repo: PathBuf::from("./datasets"),
+            repo: "./datasets".to_string(),
             codec: Codec::Snappy,
             limits: Limits::default(),
             log_format: Format::Text,
@@ -166,7 +166,13 @@ pub async fn bind(config: Config) -> Result<Bound> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
-    let store = Store::open_limited(&config.repo, config.codec, config.max_dataset_bytes)?;
+    let store = {
+        let (repo, codec, max) = (config.repo.clone(), config.codec, config.max_dataset_bytes);
+        // Opening a bucket blocks on its first listing.
+        tokio::task::spawn_blocking(move || Store::open_repo(&repo, codec, max))
+            .await
+            .map_err(|e| Error::Internal(format!("opening the repository: {e}")))??
+    };
     let auth = match &config.users {
         Some(path) => {
             let auth = Authenticator::open(path, config.token_ttl)?;
@@ -235,7 +241,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     };
     log.event(&format!(
         "serving repository {} on {scheme}://{addr} ({access})",
-        store.root().display()
+        store.location()
     ));
     let connections = ConnectionLog::new(log, config.log_connections);
     let flusher = connections.spawn_flusher();

@@ -1,17 +1,28 @@
-//! The repository on disk: one Parquet file per dataset in one folder.
+//! The dataset repository: one Parquet file per dataset, in a folder
+//! ([`local`]) or, with the `object-store` feature, under a bucket prefix
+//! ([`object`]).
 //!
-//! The store owns dataset names (which ones are legal), atomic writes (temporary
-//! hidden file, fsync, rename, fsync of the folder), listing (with a cache of
-//! Parquet footers so listing never scans data), reads and drops. Everything here
-//! is blocking file I/O: callers run it on worker threads, never on async tasks.
+//! The store owns dataset names (which ones are legal), listing (with a cache
+//! of Parquet footers keyed by each file's version, so listing never scans
+//! data and never describes a replaced file), query planning, reads, uploads
+//! and drops. Where the bytes live is a [`Backend`]: it stats, lists, opens a
+//! version for reading, writes an upload that becomes visible only when it
+//! commits, and deletes. Everything here blocks: callers run it on worker
+//! threads, never on async tasks.
+
+pub mod local;
+#[cfg(feature = "object-store")]
+pub mod object;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+
+use bytes::Bytes;
+use parquet::file::reader::{ChunkReader, Length};
 
 use arrow_array::RecordBatch;
 use arrow_array::UInt64Array;
@@ -141,6 +152,8 @@ pub struct Batches {
     name: String,
     schema: SchemaRef,
     reader: ParquetRecordBatchReader,
+    /// Where the source records why a read failed, if it can.
+    failure: Option<Arc<Mutex<Option<Error>>>>,
 }
 
 impl Batches {
@@ -156,8 +169,15 @@ impl Iterator for Batches {
     fn next(&mut self) -> Option<Result<RecordBatch>> {
         let next = self.reader.next()?;
         Some(
-            next.map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name)))
-                .and_then(|batch| self.in_schema_order(batch)),
+            next.map_err(|e| {
+                self.failure
+                    .as_ref()
+                    .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
+                    .unwrap_or_else(|| {
+                        Error::Internal(format!("reading dataset '{}': {e}", self.name))
+                    })
+            })
+            .and_then(|batch| self.in_schema_order(batch)),
         )
     }
 }
@@ -188,10 +208,6 @@ impl Batches {
             .map_err(|e| Error::Internal(format!("reading dataset '{}': {e}", self.name)))
     }
 }
-
-/// Prefix of the temporary files that uploads write before they commit. They are
-/// hidden (leading dot), so listings skip them, and swept at startup.
-const TEMP_PREFIX: &str = ".hangar-tmp-";
 
 /// Longest dataset name accepted, in bytes (the usual file-name limit).
 const MAX_NAME_BYTES: usize = 255;
@@ -254,47 +270,154 @@ struct Footer {
     arrow: ArrowReaderMetadata,
 }
 
-/// Identity of a file version: a cached footer is valid while this is unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
+/// Identity of one version of a dataset's file: a cached footer is valid, and
+/// a ticket readable, while this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Bytes in the file.
+    pub len: u64,
+    /// What tells versions apart where the bytes live (a folder: length,
+    /// modification time and inode; a bucket: the object's ETag).
+    pub version: String,
 }
 
-impl Stamp {
-    /// The version string a query ticket carries.
-    fn version(&self) -> String {
-        let modified = self
-            .modified
-            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        format!("{}-{}-{}", self.len, modified, self.inode)
+/// Where datasets' bytes live. Names reaching a backend have passed
+/// [`validate_name`].
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Where, for the log: a folder or a URL.
+    fn describe(&self) -> String;
+    /// The current version of a dataset; NotFound if there is none.
+    fn stat(&self, name: &str) -> Result<Stamp>;
+    /// Opens the current version for reading. Every read through the source
+    /// sees that version, even if the dataset is replaced meanwhile, or
+    /// fails with FAILED_PRECONDITION.
+    fn open(&self, name: &str) -> Result<(Source, Stamp)>;
+    /// Datasets whose names start with `prefix` (valid names only), each with
+    /// its version or why it could not be read.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, Result<Stamp>)>>;
+    /// Starts writing a new version; nothing is visible until [`Sink::commit`],
+    /// and a sink dropped without it leaves nothing behind.
+    fn create(&self, name: &str) -> Result<Box<dyn Sink>>;
+    /// Deletes a dataset; NotFound if there is none.
+    fn delete(&self, name: &str) -> Result<()>;
+    /// Cleans up what uploads interrupted by a crash left; returns how many.
+    fn sweep(&self) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The bytes of an upload on their way to the backend.
+pub trait Sink: io::Write + Send {
+    /// Bytes written so far.
+    fn written(&self) -> u64;
+    /// Makes the written bytes the dataset's new version, atomically.
+    fn commit(self: Box<Self>) -> Result<()>;
+    /// Where the sink records why a write failed, when the backend knows
+    /// better than the `io::Error` the Parquet writer saw (a bucket's status).
+    fn failure_slot(&self) -> Option<Arc<Mutex<Option<Error>>>> {
+        None
+    }
+    /// The failure recorded so far, taken out of the slot.
+    fn failure(&self) -> Option<Error> {
+        let slot = self.failure_slot()?;
+        let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken
+    }
+}
+
+/// One version of a dataset's file, opened for reading.
+#[derive(Debug)]
+pub enum Source {
+    File(File),
+    #[cfg(feature = "object-store")]
+    Object(object::Reader),
+}
+
+impl Source {
+    /// Tells the source which byte ranges the reader will ask for, one list
+    /// per row group in reading order, so that a remote source can fetch each
+    /// row group's column chunks at once and the next one ahead.
+    fn will_read(&self, _ranges: Vec<Vec<std::ops::Range<u64>>>) {
+        #[cfg(feature = "object-store")]
+        if let Source::Object(reader) = self {
+            reader.will_read(_ranges);
+        }
     }
 
-    fn of(meta: &fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        Stamp {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-            inode: meta.ino(),
+    /// Why a read failed, when the source knows better than the Parquet error.
+    fn failure(&self) -> Option<Arc<Mutex<Option<Error>>>> {
+        match self {
+            Source::File(_) => None,
+            #[cfg(feature = "object-store")]
+            Source::Object(reader) => Some(reader.failure()),
         }
     }
 }
 
-/// The dataset repository: a folder of Parquet files.
+impl Length for Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::File(file) => file.len(),
+            #[cfg(feature = "object-store")]
+            Source::Object(reader) => reader.size(),
+        }
+    }
+}
+
+/// A sequential reader over a [`Source`].
+pub enum SourceRead {
+    File(BufReader<File>),
+    #[cfg(feature = "object-store")]
+    Bytes(bytes::buf::Reader<Bytes>),
+}
+
+impl Read for SourceRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SourceRead::File(r) => r.read(buf),
+            #[cfg(feature = "object-store")]
+            SourceRead::Bytes(r) => r.read(buf),
+        }
+    }
+}
+
+impl ChunkReader for Source {
+    type T = SourceRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<SourceRead> {
+        match self {
+            Source::File(file) => file.get_read(start).map(SourceRead::File),
+            #[cfg(feature = "object-store")]
+            Source::Object(reader) => {
+                use bytes::Buf;
+                reader
+                    .get(start, None)
+                    .map(|b| SourceRead::Bytes(b.reader()))
+            }
+        }
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            Source::File(file) => file.get_bytes(start, length),
+            #[cfg(feature = "object-store")]
+            Source::Object(reader) => reader.get(start, Some(length)),
+        }
+    }
+}
+
+/// The dataset repository.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
+    backend: Box<dyn Backend>,
     codec: Codec,
     footers: Mutex<HashMap<String, Footer>>,
-    uploads: AtomicU64,
     /// Largest file an upload may produce (`--max-dataset-bytes`).
     max_dataset_bytes: Option<u64>,
 }
 
 impl Store {
-    /// Opens (creating if missing) the repository folder and removes temporary
+    /// Opens (creating if missing) a repository folder and removes temporary
     /// files left by uploads that never committed (a crash, a power cut).
     pub fn open(root: impl AsRef<Path>, codec: Codec) -> Result<Arc<Store>> {
         Store::open_limited(root, codec, None)
@@ -307,115 +430,101 @@ impl Store {
         codec: Codec,
         max_dataset_bytes: Option<u64>,
     ) -> Result<Arc<Store>> {
-        let root = root.as_ref();
-        fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("creating repository {}", root.display()), e))?;
-        let root = root
-            .canonicalize()
-            .map_err(|e| Error::io(format!("opening repository {}", root.display()), e))?;
+        let folder = local::Folder::open(root.as_ref())?;
+        Store::with_backend(Box::new(folder), codec, max_dataset_bytes)
+    }
+
+    /// Opens the repository `--repo` names: a folder (a path, or a
+    /// `file://` URL) or, with the `object-store` feature, a bucket prefix
+    /// (`s3://bucket/prefix`). Fails if it cannot be reached.
+    pub fn open_repo(
+        repo: &str,
+        codec: Codec,
+        max_dataset_bytes: Option<u64>,
+    ) -> Result<Arc<Store>> {
+        if let Some(path) = repo.strip_prefix("file://") {
+            return Store::open_limited(path, codec, max_dataset_bytes);
+        }
+        match repo.split_once("://") {
+            None => Store::open_limited(repo, codec, max_dataset_bytes),
+            #[cfg(feature = "object-store")]
+            Some(_) => {
+                let bucket = object::Bucket::open(repo)?;
+                Store::with_backend(Box::new(bucket), codec, max_dataset_bytes)
+            }
+            #[cfg(not(feature = "object-store"))]
+            Some((scheme, _)) => Err(Error::InvalidArgument(format!(
+                "--repo {scheme}://…: this hangar was built without object storage; \
+                 build it with `cargo build --release --features object-store`, or give a folder"
+            ))),
+        }
+    }
+
+    fn with_backend(
+        backend: Box<dyn Backend>,
+        codec: Codec,
+        max_dataset_bytes: Option<u64>,
+    ) -> Result<Arc<Store>> {
         let store = Store {
-            root,
+            backend,
             codec,
             footers: Mutex::new(HashMap::new()),
-            uploads: AtomicU64::new(0),
             max_dataset_bytes,
         };
         store.sweep_temporary_files()?;
         Ok(Arc::new(store))
     }
 
-    /// The repository folder (absolute).
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the datasets live (a folder, or a bucket URL), for the log.
+    pub fn location(&self) -> String {
+        self.backend.describe()
     }
 
-    /// Removes temporary upload files of this process and of processes that no
-    /// longer run (a crash, a power cut); returns how many.
+    /// Removes what uploads of this process, and of processes that no longer
+    /// run, left behind (a crash, a power cut); returns how many.
     pub fn sweep_temporary_files(&self) -> Result<usize> {
-        let mut removed = 0;
-        let entries = fs::read_dir(&self.root)
-            .map_err(|e| Error::io(format!("reading {}", self.root.display()), e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-                continue;
-            };
-            // Another live server may share the folder: leave its uploads alone.
-            let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let ours_or_orphaned = match owner {
-                Some(pid) => {
-                    pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists()
-                }
-                None => true,
-            };
-            if ours_or_orphaned && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Path of a dataset's file; the name must have passed [`validate_name`].
-    fn path_of(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    /// Metadata of a dataset's file, refusing anything but a regular file: a
-    /// symlink planted in the repository must never lead reads or writes outside.
-    fn regular_file_meta(&self, name: &str) -> Result<fs::Metadata> {
-        validate_name(name)?;
-        match fs::symlink_metadata(self.path_of(name)) {
-            Ok(meta) if meta.file_type().is_file() => Ok(meta),
-            Ok(_) => Err(Error::NotFound(format!(
-                "dataset '{name}' not found (the repository entry is not a regular file)"
-            ))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::NotFound(format!("dataset '{name}' not found")))
-            }
-            Err(e) => Err(Error::io(format!("reading dataset '{name}'"), e)),
-        }
+        self.backend.sweep()
     }
 
     /// Schema, row count and size of one dataset, from its footer (cached until
     /// the file changes).
     pub fn info(&self, name: &str) -> Result<DatasetInfo> {
-        let meta = self.regular_file_meta(name)?;
-        Ok(self.footer(name, &meta, None)?.info)
+        validate_name(name)?;
+        let stamp = self.backend.stat(name)?;
+        Ok(self.footer(name, &stamp, None)?.info)
     }
 
-    /// The footer of the version `meta` describes, from the cache or read
-    /// from `file` (opened here if not given).
-    fn footer(&self, name: &str, meta: &fs::Metadata, file: Option<&File>) -> Result<Footer> {
-        let stamp = Stamp::of(meta);
+    /// The footer of version `stamp`, from the cache or read from `source`
+    /// (opened here if not given).
+    fn footer(&self, name: &str, stamp: &Stamp, source: Option<&Source>) -> Result<Footer> {
         if let Some(cached) = self
             .footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
         {
-            if cached.stamp == stamp {
+            if cached.stamp == *stamp {
                 return Ok(cached.clone());
             }
         }
         let opened;
-        let file = match file {
-            Some(file) => file,
+        let (source, stamp) = match source {
+            Some(source) => (source, stamp.clone()),
             None => {
-                opened = self.open_file(name)?;
-                &opened
+                opened = self.backend.open(name)?;
+                (&opened.0, opened.1.clone())
             }
         };
-        let arrow = ArrowReaderMetadata::load(file, ArrowReaderOptions::new()).map_err(|e| {
-            Error::Internal(format!("dataset '{name}' is not readable Parquet: {e}"))
-        })?;
+        let arrow = ArrowReaderMetadata::load(source, ArrowReaderOptions::new())
+            .map_err(|e| unreadable(name, source, e))?;
         let footer = Footer {
-            stamp,
             info: DatasetInfo {
                 name: name.to_string(),
                 schema: arrow.schema().clone(),
                 rows: arrow.metadata().file_metadata().num_rows(),
-                bytes: meta.len(),
+                bytes: stamp.len,
             },
+            stamp,
             arrow,
         };
         self.footers
@@ -424,15 +533,15 @@ impl Store {
             .insert(name.to_string(), footer.clone());
         Ok(footer)
     }
-
     /// Plans a query from the dataset's footer: which row groups can hold
     /// matching rows (statistics prune the others), how many rows the answer
     /// has when that is known, how many bytes reading it takes, and the scans
     /// (tickets) that fetch it, contiguous runs of row groups balanced by bytes.
     pub fn plan(&self, query: &Query) -> Result<Plan> {
         let name = &query.dataset;
-        let meta = self.regular_file_meta(name)?;
-        let footer = self.footer(name, &meta, None)?;
+        validate_name(name)?;
+        let stamp = self.backend.stat(name)?;
+        let footer = self.footer(name, &stamp, None)?;
         let arrow = &footer.arrow;
         let (schema, predicates) = query.bind(arrow.schema())?;
         let groups = arrow.metadata().row_groups();
@@ -482,7 +591,7 @@ impl Store {
         let group_rows = |g: usize| u64::try_from(groups[g].num_rows()).unwrap_or(0);
         let exact = kept.iter().all(|(g, _)| all[*g]);
         let mut rows = exact.then(|| kept.iter().map(|(g, _)| group_rows(*g)).sum::<u64>());
-        let version = footer.stamp.version();
+        let version = footer.stamp.version.clone();
         let mut partitions = query.partitions;
         let mut limits: Option<Vec<u64>> = None;
         if let Some(limit) = query.limit {
@@ -541,18 +650,15 @@ impl Store {
     /// replaced dataset never answers with another version's rows.
     pub fn scan(&self, scan: &Scan, batch_rows: usize) -> Result<Batches> {
         let name = &scan.dataset;
-        self.regular_file_meta(name)?;
-        let file = self.open_file(name)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading dataset '{name}'"), e))?;
-        if Stamp::of(&meta).version() != scan.version {
+        validate_name(name)?;
+        let (source, stamp) = self.backend.open(name)?;
+        if stamp.version != scan.version {
             return Err(Error::FailedPrecondition(format!(
                 "dataset '{name}' changed since this ticket was issued: call GetFlightInfo \
                  again for fresh tickets"
             )));
         }
-        let footer = self.footer(name, &meta, Some(&file))?;
+        let footer = self.footer(name, &stamp, Some(&source))?;
         // A filter can skip pages too: the page index is read for it (the
         // cached footer leaves it out, as listings never need it).
         let arrow = if scan.filter.is_empty() {
@@ -560,9 +666,7 @@ impl Store {
         } else {
             let options =
                 ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-            ArrowReaderMetadata::load(&file, options).map_err(|e| {
-                Error::Internal(format!("dataset '{name}' is not readable Parquet: {e}"))
-            })?
+            ArrowReaderMetadata::load(&source, options).map_err(|e| unreadable(name, &source, e))?
         };
         let schema = arrow.schema().clone();
         let projected = query::project(&schema, scan.columns.as_deref())?;
@@ -586,7 +690,15 @@ impl Store {
         let parquet_schema = arrow.parquet_schema().clone();
         let output = roots(&mut projected.fields().iter().map(|f| f.name().as_str()));
         let pages = page_selection(&arrow, &scan.row_groups, &predicates)?;
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, arrow)
+        let mut leaves_of = output.clone();
+        leaves_of.extend(
+            predicates
+                .iter()
+                .filter_map(|p| schema.index_of(&p.column).ok()),
+        );
+        source.will_read(chunk_ranges(&arrow, &scan.row_groups, &leaves_of));
+        let failure = source.failure();
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, arrow)
             .with_batch_size(batch_rows)
             .with_row_groups(scan.row_groups.clone())
             .with_projection(ProjectionMask::roots(&parquet_schema, output));
@@ -612,6 +724,7 @@ impl Store {
             name: name.to_string(),
             schema: projected,
             reader,
+            failure,
         })
     }
 
@@ -623,19 +736,16 @@ impl Store {
         prefix: &str,
         mut skipped: impl FnMut(&str, &Error),
     ) -> Result<Vec<DatasetInfo>> {
-        let entries = fs::read_dir(&self.root)
-            .map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?;
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter(|name| name.starts_with(prefix) && validate_name(name).is_ok())
-            .collect();
-        names.sort();
-        let mut infos = Vec::with_capacity(names.len());
-        for name in &names {
-            match self.info(name) {
-                Ok(info) => infos.push(info),
-                // Removed between read_dir and now: not an error, just gone.
+        let mut found = self.backend.list(prefix)?;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut infos = Vec::with_capacity(found.len());
+        for (name, stamp) in &found {
+            match stamp
+                .clone()
+                .and_then(|stamp| self.footer(name, &stamp, None))
+            {
+                Ok(footer) => infos.push(footer.info),
+                // Removed between the listing and now: not an error, just gone.
                 Err(Error::NotFound(_)) => {}
                 Err(err) => skipped(name, &err),
             }
@@ -644,34 +754,27 @@ impl Store {
         self.footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| names.binary_search(name).is_ok());
+            .retain(|name, _| {
+                found
+                    .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                    .is_ok()
+            });
         Ok(infos)
     }
 
-    fn open_file(&self, name: &str) -> Result<File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // O_NOFOLLOW: a symlink swapped in after the metadata check fails to open.
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path_of(name))
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::NotFound(format!("dataset '{name}' not found")),
-                _ => Error::io(format!("opening dataset '{name}'"), e),
-            })
-    }
-
-    /// Opens a dataset for streaming, `batch_rows` rows per batch. The open file
-    /// handle keeps this version readable even if the dataset is replaced or
-    /// dropped while the read goes on.
+    /// Opens a dataset for streaming, `batch_rows` rows per batch. The version
+    /// opened stays readable even if the dataset is replaced or dropped while
+    /// the read goes on.
     pub fn reader(&self, name: &str, batch_rows: usize) -> Result<Batches> {
-        self.regular_file_meta(name)?;
-        let file = self.open_file(name)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
-            Error::Internal(format!("dataset '{name}' is not readable Parquet: {e}"))
-        })?;
-        let schema = builder.schema().clone();
-        let reader = builder
+        validate_name(name)?;
+        let (source, stamp) = self.backend.open(name)?;
+        let footer = self.footer(name, &stamp, Some(&source))?;
+        let groups: Vec<usize> = (0..footer.arrow.metadata().num_row_groups()).collect();
+        let columns: Vec<usize> = (0..footer.arrow.schema().fields().len()).collect();
+        source.will_read(chunk_ranges(&footer.arrow, &groups, &columns));
+        let failure = source.failure();
+        let schema = footer.arrow.schema().clone();
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(source, footer.arrow)
             .with_batch_size(batch_rows)
             .build()
             .map_err(|e| Error::Internal(format!("reading dataset '{name}': {e}")))?;
@@ -679,54 +782,27 @@ impl Store {
             name: name.to_string(),
             schema,
             reader,
+            failure,
         })
     }
 
     /// Starts an upload of `name`. Nothing is visible to readers until
-    /// [`Upload::commit`]; dropping the upload without committing removes its
-    /// temporary file and leaves any previous version untouched.
+    /// [`Upload::commit`]; dropping the upload without committing leaves any
+    /// previous version untouched and nothing else behind.
     pub fn create(&self, name: &str, schema: SchemaRef) -> Result<Upload> {
         validate_name(name)?;
-        if let Ok(meta) = fs::symlink_metadata(self.path_of(name)) {
-            if !meta.file_type().is_file() {
-                return Err(Error::AlreadyExists(format!(
-                    "'{name}' exists in the repository and is not a regular file; refusing to replace it"
-                )));
-            }
-        }
-        let seq = self.uploads.fetch_add(1, Ordering::Relaxed);
-        // The pid comes first (the startup sweep reads it); the name is cut so
-        // that a 255-byte dataset name still gives a legal temporary file name.
-        let mut hint = String::new();
-        for c in name.chars() {
-            if hint.len() + c.len_utf8() > 64 {
-                break;
-            }
-            hint.push(c);
-        }
-        let temp = self
-            .root
-            .join(format!("{TEMP_PREFIX}{}-{seq}-{hint}", std::process::id()));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(format!("creating a temporary file for '{name}'"), e))?;
-        let guard = TempFile(Some(temp));
+        let sink = self.backend.create(name)?;
         let props = WriterProperties::builder()
             .set_compression(self.codec.parquet())
             .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| {
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props)).map_err(|e| {
             Error::InvalidArgument(format!("cannot store this schema as Parquet: {e}"))
         })?;
         Ok(Upload {
             name: name.to_string(),
             schema,
             writer: Some(writer),
-            temp: guard,
-            target: self.path_of(name),
-            root: self.root.clone(),
             rows: 0,
             max_bytes: self.max_dataset_bytes,
         })
@@ -734,20 +810,52 @@ impl Store {
 
     /// Deletes a dataset.
     pub fn drop_dataset(&self, name: &str) -> Result<()> {
-        self.regular_file_meta(name)?;
-        match fs::remove_file(self.path_of(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!("dataset '{name}' not found")))
-            }
-            Err(e) => return Err(Error::io(format!("deleting dataset '{name}'"), e)),
-        }
+        validate_name(name)?;
+        self.backend.delete(name)?;
         self.footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        sync_dir(&self.root).map_err(|e| Error::io("syncing the repository folder", e))
+        Ok(())
     }
+}
+
+/// The byte ranges of the column chunks of `columns` (top-level indices) in
+/// each of `row_groups`, in that order.
+fn chunk_ranges(
+    arrow: &ArrowReaderMetadata,
+    row_groups: &[usize],
+    columns: &[usize],
+) -> Vec<Vec<std::ops::Range<u64>>> {
+    let parquet_schema = arrow.parquet_schema();
+    let groups = arrow.metadata().row_groups();
+    row_groups
+        .iter()
+        .filter_map(|&g| groups.get(g))
+        .map(|group| {
+            group
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(leaf, _)| columns.contains(&parquet_schema.get_column_root_idx(*leaf)))
+                .map(|(_, chunk)| {
+                    let (start, len) = chunk.byte_range();
+                    start..start + len
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A footer that would not load: the source's own failure when it has one
+/// (a bucket that refused, a version replaced mid-read), else not Parquet.
+fn unreadable(name: &str, source: &Source, err: ParquetError) -> Error {
+    if let Some(failure) = source.failure() {
+        if let Some(err) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return err;
+        }
+    }
+    Error::Internal(format!("dataset '{name}' is not readable Parquet: {err}"))
 }
 
 /// Checks a dataset name against the rules that keep every name a plain file
@@ -781,27 +889,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     )))
 }
 
-/// Removes the temporary file when dropped, unless it was renamed into place.
-#[derive(Debug)]
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// An upload in progress: batches go straight into a hidden temporary Parquet
-/// file, which [`Upload::commit`] makes durable and renames over the dataset.
+/// An upload in progress: batches are encoded as Parquet straight into the
+/// backend's [`Sink`], which [`Upload::commit`] turns into the dataset's new
+/// version atomically.
 pub struct Upload {
     name: String,
     schema: SchemaRef,
-    writer: Option<ArrowWriter<File>>,
-    temp: TempFile,
-    target: PathBuf,
-    root: PathBuf,
+    writer: Option<ArrowWriter<Box<dyn Sink>>>,
     rows: u64,
     max_bytes: Option<u64>,
 }
@@ -837,9 +931,12 @@ impl Upload {
     pub fn flush(&mut self) -> Result<()> {
         let name = &self.name;
         match self.writer.as_mut() {
-            Some(writer) => writer
-                .flush()
-                .map_err(|e| parquet_error(format!("writing '{name}'"), e)),
+            Some(writer) => writer.flush().map_err(|e| {
+                writer
+                    .inner()
+                    .failure()
+                    .unwrap_or_else(|| parquet_error(format!("writing '{name}'"), e))
+            }),
             None => Ok(()),
         }
     }
@@ -858,13 +955,17 @@ impl Upload {
             .writer
             .as_mut()
             .ok_or_else(|| Error::Internal(format!("upload of '{name}' already finished")))?;
-        writer
-            .write(batch)
-            .map_err(|e| parquet_error(format!("writing '{name}'"), e))?;
-        if writer.in_progress_size() >= ROW_GROUP_FLUSH_BYTES {
-            writer
-                .flush()
-                .map_err(|e| parquet_error(format!("writing '{name}'"), e))?;
+        let written = writer.write(batch).and_then(|()| {
+            if writer.in_progress_size() >= ROW_GROUP_FLUSH_BYTES {
+                writer.flush()?;
+            }
+            Ok(())
+        });
+        if let Err(err) = written {
+            return Err(writer
+                .inner()
+                .failure()
+                .unwrap_or_else(|| parquet_error(format!("writing '{name}'"), err)));
         }
         if let Some(max) = self.max_bytes {
             let size = (writer.bytes_written() + writer.in_progress_size()) as u64;
@@ -887,16 +988,15 @@ impl Upload {
             .writer
             .take()
             .ok_or_else(|| Error::Internal(format!("upload of '{name}' already finished")))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| parquet_error(format!("finishing '{name}'"), e))?;
-        file.sync_all()
-            .map_err(|e| Error::io(format!("syncing '{name}'"), e))?;
-        let bytes = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading size of '{name}'"), e))?
-            .len();
-        drop(file);
+        // A sink that failed says why; the writer (and the sink with it) is
+        // gone by then, so the sink keeps its failure where we can still ask.
+        let failure = writer.inner().failure_slot();
+        let sink = writer.into_inner().map_err(|e| {
+            failure
+                .and_then(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).take())
+                .unwrap_or_else(|| parquet_error(format!("finishing '{name}'"), e))
+        })?;
+        let bytes = sink.written();
         // The footer (schema, metadata) is only written now: check the real size.
         if let Some(max) = self.max_bytes {
             if bytes > max {
@@ -906,16 +1006,7 @@ impl Upload {
                 )));
             }
         }
-        let temp = self
-            .temp
-            .0
-            .as_ref()
-            .ok_or_else(|| Error::Internal(format!("upload of '{name}' lost its file")))?;
-        fs::rename(temp, &self.target)
-            .map_err(|e| Error::io(format!("replacing dataset '{name}'"), e))?;
-        self.temp.0 = None;
-        // The rename is only durable once the folder itself is synced.
-        sync_dir(&self.root).map_err(|e| Error::io("syncing the repository folder", e))?;
+        sink.commit()?;
         Ok(bytes)
     }
 }
@@ -951,15 +1042,13 @@ fn parquet_error(what: String, err: ParquetError) -> Error {
     Error::Internal(format!("{what}: {text}"))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::local::TEMP_PREFIX;
     use super::*;
     use arrow_array::{Int64Array, StringArray};
     use arrow_schema::{DataType, Field, Schema};
+    use std::fs;
     use tonic::Code;
 
     fn batch(values: &[i64]) -> RecordBatch {
@@ -978,8 +1067,8 @@ mod tests {
         .unwrap()
     }
 
-    fn temp_files(store: &Store) -> Vec<String> {
-        fs::read_dir(store.root())
+    fn temp_files(root: &Path) -> Vec<String> {
+        fs::read_dir(root)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -1051,7 +1140,7 @@ mod tests {
             .sum();
         assert_eq!(rows, 5_000);
         // The page index lets the scan skip most of the row group's pages.
-        let file = store.open_file("d").unwrap();
+        let file = File::open(dir.path().join("d")).unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let arrow = ArrowReaderMetadata::load(&file, options).unwrap();
         let schema = arrow.schema().clone();
@@ -1089,9 +1178,9 @@ mod tests {
 
         let mut up = store.create("d", first.schema()).unwrap();
         up.write(&batch(&[4, 5, 6, 7])).unwrap();
-        assert_eq!(temp_files(&store).len(), 1);
+        assert_eq!(temp_files(dir.path()).len(), 1);
         drop(up);
-        assert!(temp_files(&store).is_empty());
+        assert!(temp_files(dir.path()).is_empty());
         assert_eq!(store.info("d").unwrap().rows, 3);
     }
 
@@ -1145,7 +1234,7 @@ mod tests {
         assert!(err.message().contains("--max-dataset-bytes"), "{err}");
         drop(up);
         assert_eq!(store.info("d").unwrap().rows, 3);
-        assert!(temp_files(&store).is_empty());
+        assert!(temp_files(dir.path()).is_empty());
     }
 
     #[test]
@@ -1153,8 +1242,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // pid 0 never names a running server.
         fs::write(dir.path().join(format!("{TEMP_PREFIX}0-0-x")), b"partial").unwrap();
-        let store = Store::open(dir.path(), Codec::Snappy).unwrap();
-        assert!(temp_files(&store).is_empty());
+        Store::open(dir.path(), Codec::Snappy).unwrap();
+        assert!(temp_files(dir.path()).is_empty());
     }
 
     #[test]
