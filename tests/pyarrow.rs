@@ -66,6 +66,12 @@ fn pyarrow_clients_pass_against_hangar() {
         ])
         .current_dir(repo)
         .env("HANGAR_BIN", hangar)
+        // Whether the binary reads buckets: the S3 tests need it, and fail
+        // without it rather than pass having checked nothing.
+        .env(
+            "HANGAR_OBJECT_STORE",
+            if cfg!(feature = "object-store") { "1" } else { "0" },
+        )
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())

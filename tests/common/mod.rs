@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
