@@ -70,7 +70,11 @@ fn pyarrow_clients_pass_against_hangar() {
         // without it rather than pass having checked nothing.
         .env(
             "HANGAR_OBJECT_STORE",
-            if cfg!(feature = "object-store") { "1" } else { "0" },
+            if cfg!(feature = "object-store") {
+                "1"
+            } else {
+                "0"
+            },
         )
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())

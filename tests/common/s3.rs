@@ -154,6 +154,12 @@ impl S3Server {
             + &std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops the server (a store that went away).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn dir(&self) -> &Path {
         self._dir.path()
     }
