@@ -177,7 +177,7 @@ pub(crate) fn classify(what: &str, err: object_store::Error) -> Error {
              (an operator should check the AWS_* settings of the server)"
         )),
         E::Generic { .. } => {
-            let text = err.to_string();
+            let text = one_line(&err.to_string());
             // A 4xx other than throttling is a request the store will never
             // accept: retrying does not help.
             let refused = text.contains("status code: 4") && !text.contains("status code: 429");
@@ -189,8 +189,31 @@ pub(crate) fn classify(what: &str, err: object_store::Error) -> Error {
                 ))
             }
         }
-        other => Error::Internal(format!("{what}: {other}")),
+        other => Error::Internal(format!("{what}: {}", one_line(&other.to_string()))),
     }
+}
+
+/// An error text on one line, an S3 XML error body reduced to its code and
+/// message (what a person acts on; the request id is noise).
+fn one_line(text: &str) -> String {
+    let tag = |name: &str| {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&close)?;
+        Some(text[start..start + len].to_string())
+    };
+    let head = match text.find("<?xml").or_else(|| text.find("<Error>")) {
+        Some(xml) => {
+            let head = text[..xml].trim_end().trim_end_matches(':');
+            match (tag("Code"), tag("Message")) {
+                (Some(code), Some(message)) => format!("{head}: {code} ({message})"),
+                (Some(code), None) => format!("{head}: {code}"),
+                _ => head.to_string(),
+            }
+        }
+        None => text.to_string(),
+    };
+    head.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Backend for Bucket {
@@ -608,6 +631,19 @@ mod tests {
         assert_eq!(state.find(105, None).unwrap(), &b"56789"[..]);
         assert!(state.find(108, Some(3)).is_none());
         assert!(state.find(99, Some(1)).is_none());
+    }
+
+    #[test]
+    fn s3_error_bodies_become_one_line() {
+        let text = "Error performing GET http://h/b in 3ms - Server returned non-2xx status \
+                    code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code>\
+                    <Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            one_line(text),
+            "Error performing GET http://h/b in 3ms - Server returned non-2xx status code: \
+             404 Not Found: NoSuchBucket (The specified bucket does not exist)"
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
     }
 
     #[test]
