@@ -262,6 +262,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
         }
         false => (None, None),
     };
+    let abandon = service.clone();
     let router = Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         // tonic lifts HTTP/2's stream limit by default: without one, a single
@@ -304,6 +305,7 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
                 Ok(result) => result,
                 Err(_) => {
                     log.event("grace period over: abandoning calls still running");
+                    abandon.abandon_uploads();
                     Ok(())
                 }
             }
@@ -311,9 +313,17 @@ pub async fn run(bound: Bound, shutdown: impl Future<Output = ()>) -> Result<()>
     };
     flusher.abort();
     connections.flush_all();
-    let removed = store.sweep_temporary_files().unwrap_or(0);
+    // Blocking: a bucket waits here for abandoned uploads' aborts.
+    let sweeping = store.clone();
+    let removed = tokio::task::spawn_blocking(move || sweeping.sweep_temporary_files())
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(0);
     if removed > 0 {
-        log.event(&format!("removed {removed} temporary upload file(s)"));
+        log.event(&format!(
+            "removed {removed} unfinished upload(s) (temporary files, or multipart uploads aborted)"
+        ));
     }
     log.event("stopped");
     served.map_err(|e| Error::Internal(format!("server failed: {e}")))

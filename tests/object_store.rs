@@ -246,6 +246,15 @@ fn partitioned_projected_and_filtered_reads() {
         seen.sort_unstable();
         assert_eq!(seen, (0..20_000).collect::<Vec<i64>>());
 
+        // A whole read fetches each row group once (plus the tail at open),
+        // although batches straddle row groups and columns are read in turn.
+        let gets = || s3.requests().matches("GET /queries/q/big ").count();
+        let before = gets();
+        let (_, batches) = get(&mut client, "big").await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+        let fetched = gets() - before;
+        assert!(fetched <= 22 && fetched > 0, "{fetched} GETs for 20 row groups");
+
         // A projection and a filter: only the matching row groups, one column.
         let info = client
             .get_flight_info(query(
@@ -424,6 +433,35 @@ fn uploads_that_fail_or_are_cancelled_leave_no_parts() {
         let (_, batches) = get(&mut client, "d").await.unwrap();
         common::assert_same_rows(&small, &batches);
         assert_eq!(s3.keys("a/"), vec!["a/d"]);
+
+        // A server stopped while an upload is in flight aborts it on the way
+        // out (a killed one cannot: README, Scale out).
+        let mut stopping = serve(&s3, "a", &[]);
+        let parts_before = s3.requests().matches("partNumber=").count();
+        let messages = common::encode("e", schema(), &doubled).await;
+        let addr = stopping.addr;
+        let client_runtime = tokio::runtime::Runtime::new().unwrap();
+        client_runtime.spawn(async move {
+            let mut client = client_at(addr).await;
+            let input = futures::stream::iter(messages.into_iter().map(Ok))
+                .chain(futures::stream::pending());
+            let _ = client.do_put(input).await;
+        });
+        let started = common::wait_until(Duration::from_secs(30), async || {
+            !s3.open_uploads().is_empty()
+                && s3.requests().matches("partNumber=").count() > parts_before
+        })
+        .await;
+        assert!(started, "the upload never sent a part");
+        let status = stopping.terminate();
+        assert!(status.success(), "{status}");
+        assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
+        assert!(
+            stopping.stderr().contains("1 unfinished upload"),
+            "{}",
+            stopping.stderr()
+        );
+        client_runtime.shutdown_background();
     }));
 }
 

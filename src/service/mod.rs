@@ -102,6 +102,10 @@ pub struct Hangar {
     nodes: Option<Arc<crate::nodes::Nodes>>,
     /// The server-wide memory budget DoGet and DoPut draw from.
     memory: Budget,
+    /// Turns true when the grace period is over: uploads still running are
+    /// abandoned then, so their cleanup (an aborted multipart upload) runs
+    /// before the server exits rather than never.
+    abandon: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Hangar {
@@ -123,7 +127,13 @@ impl Hangar {
                 budget.trim_when_idle(TRIM_PERIOD);
                 budget
             },
+            abandon: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Abandons the uploads still running (the grace period is over).
+    pub fn abandon_uploads(&self) {
+        self.abandon.send_replace(true);
     }
 
     /// Names these nodes in query endpoints' locations.

@@ -75,6 +75,7 @@ pub(super) async fn do_put(
     let worker =
         tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx, memory, idle));
 
+    let mut abandon = service.abandon.subscribe();
     tokio::spawn(async move {
         let _permit = permit;
         // Pump client messages to the worker until the stream ends, fails, or
@@ -82,6 +83,14 @@ pub(super) async fn do_put(
         let mut stream_error = None;
         loop {
             let next = tokio::select! {
+                _ = abandon.wait_for(|abandoned| *abandoned) => {
+                    stream_error = Some(Error::Unavailable(
+                        "the server stopped before the upload finished; the previous version \
+                         is kept"
+                            .into(),
+                    ));
+                    break;
+                }
                 next = tokio::time::timeout(idle, inbound.message()) => match next {
                     Ok(next) => next,
                     Err(_) => {

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -312,6 +313,9 @@ pub trait Sink: io::Write + Send {
     fn written(&self) -> u64;
     /// Makes the written bytes the dataset's new version, atomically.
     fn commit(self: Box<Self>) -> Result<()>;
+    /// The upload is being dropped unfinished: what the writer still
+    /// flushes need not be kept.
+    fn abandon(&self) {}
     /// Where the sink records why a write failed, when the backend knows
     /// better than the `io::Error` the Parquet writer saw (a bucket's status).
     fn failure_slot(&self) -> Option<Arc<Mutex<Option<Error>>>> {
@@ -335,12 +339,14 @@ pub enum Source {
 
 impl Source {
     /// Tells the source which byte ranges the reader will ask for, one list
-    /// per row group in reading order, so that a remote source can fetch each
-    /// row group's column chunks at once and the next one ahead.
-    fn will_read(&self, _ranges: Vec<Vec<std::ops::Range<u64>>>) {
+    /// per row group in reading order (a filter's columns over every row
+    /// group first, as the reader evaluates the filter before it reads the
+    /// output), so that a remote source can fetch each row group's column
+    /// chunks at once and the next one ahead.
+    fn will_read(&self, _filter: Vec<Vec<Range<u64>>>, _output: Vec<Vec<Range<u64>>>) {
         #[cfg(feature = "object-store")]
         if let Source::Object(reader) = self {
-            reader.will_read(_ranges);
+            reader.will_read(_filter, _output);
         }
     }
 
@@ -690,13 +696,11 @@ impl Store {
         let parquet_schema = arrow.parquet_schema().clone();
         let output = roots(&mut projected.fields().iter().map(|f| f.name().as_str()));
         let pages = page_selection(&arrow, &scan.row_groups, &predicates)?;
-        let mut leaves_of = output.clone();
-        leaves_of.extend(
-            predicates
-                .iter()
-                .filter_map(|p| schema.index_of(&p.column).ok()),
+        let filtered = roots(&mut predicates.iter().map(|p| p.column.as_str()));
+        source.will_read(
+            chunk_ranges(&arrow, &scan.row_groups, &filtered),
+            chunk_ranges(&arrow, &scan.row_groups, &output),
         );
-        source.will_read(chunk_ranges(&arrow, &scan.row_groups, &leaves_of));
         let failure = source.failure();
         let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, arrow)
             .with_batch_size(batch_rows)
@@ -747,6 +751,9 @@ impl Store {
                 Ok(footer) => infos.push(footer.info),
                 // Removed between the listing and now: not an error, just gone.
                 Err(Error::NotFound(_)) => {}
+                // A store that does not answer fails the listing: skipping
+                // would make its datasets look gone.
+                Err(err @ Error::Unavailable(_)) => return Err(err),
                 Err(err) => skipped(name, &err),
             }
         }
@@ -771,7 +778,7 @@ impl Store {
         let footer = self.footer(name, &stamp, Some(&source))?;
         let groups: Vec<usize> = (0..footer.arrow.metadata().num_row_groups()).collect();
         let columns: Vec<usize> = (0..footer.arrow.schema().fields().len()).collect();
-        source.will_read(chunk_ranges(&footer.arrow, &groups, &columns));
+        source.will_read(Vec::new(), chunk_ranges(&footer.arrow, &groups, &columns));
         let failure = source.failure();
         let schema = footer.arrow.schema().clone();
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(source, footer.arrow)
@@ -826,7 +833,7 @@ fn chunk_ranges(
     arrow: &ArrowReaderMetadata,
     row_groups: &[usize],
     columns: &[usize],
-) -> Vec<Vec<std::ops::Range<u64>>> {
+) -> Vec<Vec<Range<u64>>> {
     let parquet_schema = arrow.parquet_schema();
     let groups = arrow.metadata().row_groups();
     row_groups
@@ -898,6 +905,14 @@ pub struct Upload {
     writer: Option<ArrowWriter<Box<dyn Sink>>>,
     rows: u64,
     max_bytes: Option<u64>,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.inner().abandon();
+        }
+    }
 }
 
 impl std::fmt::Debug for Upload {

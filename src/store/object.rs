@@ -45,8 +45,24 @@ const PARTS_IN_FLIGHT: usize = 1;
 /// dataset with a modest schema, in the same request that returns the ETag.
 const TAIL_BYTES: u64 = 64 * 1024;
 
-/// Ranges of one row group closer than this are fetched as one GET.
+/// Ranges of one row group closer than this are fetched together.
 const COALESCE_GAP: u64 = 1024 * 1024;
+
+/// Largest single GET: longer ranges are fetched in pieces, concurrently, so
+/// no one request outlives the request timeout.
+const MAX_GET_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Fetched row groups a read keeps, oldest dropped first: the reader goes
+/// column by column through a batch's rows, so with row groups smaller than
+/// a batch each column sweeps the same row groups again.
+const HELD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest row group (its needed chunks) fetched whole; larger ones, which
+/// files written by other tools may have, are read request by request.
+const MAX_STEP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a sequential read outside the plan fetches at once.
+const WINDOW_BYTES: u64 = 1024 * 1024;
 
 /// A prefix in a bucket holding one Parquet object per dataset.
 pub struct Bucket {
@@ -54,6 +70,15 @@ pub struct Bucket {
     prefix: Key,
     url: String,
     runtime: Handle,
+    uploads: Arc<Uploads>,
+}
+
+/// Uploads not yet completed or aborted, so that a stopping server can abort
+/// the abandoned ones before it exits instead of leaving their parts stored.
+#[derive(Default)]
+struct Uploads {
+    live: std::sync::atomic::AtomicUsize,
+    aborts: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Bucket {
@@ -103,7 +128,10 @@ impl Bucket {
                 retry_timeout: std::time::Duration::from_secs(15),
                 ..RetryConfig::default()
             });
-        for (key, value) in std::env::vars() {
+        for (key, value) in std::env::vars_os() {
+            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+                continue;
+            };
             if key.starts_with("AWS_") {
                 if let Ok(key) = key.to_ascii_lowercase().parse() {
                     builder = builder.with_config(key, value);
@@ -119,6 +147,7 @@ impl Bucket {
             prefix,
             url: url.trim_end_matches('/').to_string(),
             runtime,
+            uploads: Arc::default(),
         };
         bucket
             .wait(bucket.store.list_with_delimiter(Some(&bucket.prefix)))
@@ -144,19 +173,20 @@ impl Bucket {
     }
 }
 
-/// The version of an object: its ETag (which every S3 server gives), else
-/// its modification time.
-fn stamp(meta: &ObjectMeta) -> Stamp {
-    Stamp {
-        len: meta.size,
-        version: match &meta.e_tag {
-            Some(tag) => tag.clone(),
-            None => format!(
-                "{}-{}",
-                meta.size,
-                meta.last_modified.timestamp_nanos_opt().unwrap_or(0)
-            ),
-        },
+/// The version of an object: its ETag. Every S3 server gives one; a store
+/// that does not could not keep reads of a replaced object consistent (no
+/// `If-Match`), so hangar refuses to serve from it.
+fn stamp(meta: &ObjectMeta) -> Result<Stamp> {
+    match &meta.e_tag {
+        Some(tag) => Ok(Stamp {
+            len: meta.size,
+            version: tag.clone(),
+        }),
+        None => Err(Error::Internal(format!(
+            "the object store gave no ETag for {}: hangar needs ETags to keep reads of \
+             replaced datasets consistent",
+            meta.location
+        ))),
     }
 }
 
@@ -172,25 +202,48 @@ pub(crate) fn classify(what: &str, err: object_store::Error) -> Error {
              call GetFlightInfo again for fresh tickets"
         )),
         E::AlreadyExists { path, .. } => Error::AlreadyExists(format!("{what}: {path} exists")),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::Internal(format!(
-            "{what}: the object store refused the server's credentials or permissions \
-             (an operator should check the AWS_* settings of the server)"
-        )),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => credentials(what),
+        E::Generic { .. }
+            if ["status code: 401", "status code: 403"]
+                .iter()
+                .any(|code| err.to_string().contains(code)) =>
+        {
+            credentials(what)
+        }
         E::Generic { .. } => {
             let text = one_line(&err.to_string());
-            // A 4xx other than throttling is a request the store will never
-            // accept: retrying does not help.
-            let refused = text.contains("status code: 4") && !text.contains("status code: 429");
-            if refused {
-                Error::Internal(format!("{what}: {text}"))
-            } else {
+            // Worth retrying: no answer at all (the transport failed, after
+            // object_store's own retries), a 5xx, or throttling. Anything
+            // else (another 4xx, a reply that breaks the protocol) would fail
+            // again the same way.
+            let transient = text.contains("HTTP error")
+                || text.contains("status code: 5")
+                || text.contains("status code: 429")
+                || text.contains("SlowDown");
+            if transient {
                 Error::Unavailable(format!(
                     "{what}: the object store did not answer ({text}); retry later"
                 ))
+            } else {
+                Error::Internal(format!("{what}: {text}"))
             }
         }
         other => Error::Internal(format!("{what}: {}", one_line(&other.to_string()))),
     }
+}
+
+/// A ranged GET the server would not answer as asked.
+fn range_refused(err: &object_store::Error) -> bool {
+    let text = err.to_string();
+    text.contains("non-partial") || text.contains("status code: 416")
+}
+
+/// Refused credentials: never the store's reply, which may echo them.
+fn credentials(what: &str) -> Error {
+    Error::Internal(format!(
+        "{what}: the object store refused the server's credentials or permissions \
+         (an operator should check the AWS_* settings of the server)"
+    ))
 }
 
 /// An error text on one line, an S3 XML error body reduced to its code and
@@ -225,7 +278,7 @@ impl Backend for Bucket {
         let meta = self
             .wait(self.store.head(&self.key(name)))
             .map_err(|e| Bucket::not_found(name, e))?;
-        Ok(stamp(&meta))
+        stamp(&meta)
     }
 
     fn open(&self, name: &str) -> Result<(Source, Stamp)> {
@@ -235,14 +288,32 @@ impl Backend for Bucket {
             range: Some(GetRange::Suffix(TAIL_BYTES)),
             ..GetOptions::default()
         };
-        let (meta, range, tail) = self
-            .wait(async {
-                let got = self.store.get_opts(&key, options).await?;
-                let (meta, range) = (got.meta.clone(), got.range.clone());
-                Ok::<_, object_store::Error>((meta, range, got.bytes().await?))
-            })
-            .map_err(|e| Bucket::not_found(name, e))?;
-        let stamp = stamp(&meta);
+        let get = |options: GetOptions| async {
+            let got = self.store.get_opts(&key, options).await?;
+            let (meta, range) = (got.meta.clone(), got.range.clone());
+            Ok::<_, object_store::Error>((meta, range, got.bytes().await?))
+        };
+        let (meta, range, tail) = match self.wait(get(options)) {
+            // Some servers answer a suffix range over a small or empty object
+            // with the whole object (200) or 416: ask for its size, then for
+            // an explicit range (or all of a small object).
+            Err(e) if range_refused(&e) => {
+                let meta = self
+                    .wait(self.store.head(&key))
+                    .map_err(|e| Bucket::not_found(name, e))?;
+                let range = (meta.size > TAIL_BYTES)
+                    .then(|| GetRange::Bounded(meta.size - TAIL_BYTES..meta.size));
+                let options = GetOptions {
+                    if_match: meta.e_tag.clone(),
+                    range,
+                    ..GetOptions::default()
+                };
+                self.wait(get(options))
+            }
+            got => got,
+        }
+        .map_err(|e| Bucket::not_found(name, e))?;
+        let stamp = stamp(&meta)?;
         let reader = Reader {
             store: self.store.clone(),
             key,
@@ -251,8 +322,9 @@ impl Backend for Bucket {
             etag: meta.e_tag.clone(),
             runtime: self.runtime.clone(),
             state: Mutex::new(ReadState {
-                held: vec![(range.start, tail)],
+                held: vec![(None, range.start, tail)],
                 plan: Vec::new(),
+                cursor: 0,
                 ahead: None,
             }),
             failure: Arc::default(),
@@ -278,7 +350,7 @@ impl Backend for Bucket {
             {
                 continue;
             }
-            found.push((name, Ok(stamp(meta))));
+            found.push((name, stamp(meta)));
         }
         Ok(found)
     }
@@ -287,12 +359,17 @@ impl Backend for Bucket {
         let upload = self
             .wait(self.store.put_multipart(&self.key(name)))
             .map_err(|e| classify(&format!("starting the upload of '{name}'"), e))?;
+        self.uploads
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Box::new(Multipart {
             name: name.to_string(),
             upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_BYTES)),
             runtime: self.runtime.clone(),
             written: 0,
             failure: Arc::default(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+            uploads: self.uploads.clone(),
         }))
     }
 
@@ -301,6 +378,32 @@ impl Backend for Bucket {
         self.stat(name)?;
         self.wait(self.store.delete(&self.key(name)))
             .map_err(|e| Bucket::not_found(name, e))
+    }
+
+    /// At shutdown: waits (up to 10 s) for abandoned uploads to be dropped and
+    /// their aborts to finish, so a clean stop leaves no parts stored.
+    /// Returns how many uploads were aborted.
+    fn sweep(&self) -> Result<usize> {
+        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.uploads.live.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let aborts = std::mem::take(
+            &mut *self
+                .uploads
+                .aborts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut aborted = 0;
+        for abort in aborts {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Ok(Ok(())) = self.wait(tokio::time::timeout(left, abort)) {
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
     }
 }
 
@@ -330,6 +433,10 @@ struct Multipart {
     runtime: Handle,
     written: u64,
     failure: Arc<Mutex<Option<Error>>>,
+    /// Set when the upload is dropped unfinished: the Parquet writer's
+    /// buffers, flushed on drop, are discarded instead of uploaded.
+    abandoned: std::sync::atomic::AtomicBool,
+    uploads: Arc<Uploads>,
 }
 
 impl Multipart {
@@ -344,20 +451,33 @@ impl Multipart {
 
 impl io::Write for Multipart {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(buf.len());
+        }
         let runtime = self.runtime.clone();
         // Part uploads are spawned tasks: they need the runtime's context.
         let _context = runtime.enter();
-        let upload = self
-            .upload
-            .as_mut()
-            .ok_or_else(|| io::Error::other("upload already finished"))?;
-        // Wait for room before buffering more: memory stays bounded, and the
-        // client's stream is pushed back by HTTP/2 flow control meanwhile.
-        if let Err(e) = runtime.block_on(upload.wait_for_capacity(PARTS_IN_FLIGHT)) {
-            return Err(self.fail(e));
+        let part = PART_BYTES as u64;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let room = (part - self.written % part) as usize;
+            let take = rest.len().min(room);
+            let upload = self
+                .upload
+                .as_mut()
+                .ok_or_else(|| io::Error::other("upload already finished"))?;
+            if take == room {
+                // This completes a part, which starts uploading: first wait
+                // until fewer than PARTS_IN_FLIGHT are, so memory stays
+                // bounded and the client is pushed back by HTTP/2 meanwhile.
+                if let Err(e) = runtime.block_on(upload.wait_for_capacity(PARTS_IN_FLIGHT)) {
+                    return Err(self.fail(e));
+                }
+            }
+            upload.write(&rest[..take]);
+            self.written += take as u64;
+            rest = &rest[take..];
         }
-        upload.write(buf);
-        self.written += buf.len() as u64;
         Ok(buf.len())
     }
 
@@ -373,6 +493,11 @@ impl Sink for Multipart {
 
     fn failure_slot(&self) -> Option<Arc<Mutex<Option<Error>>>> {
         Some(self.failure.clone())
+    }
+
+    fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
@@ -396,11 +521,22 @@ impl Drop for Multipart {
     fn drop(&mut self) {
         if let Some(upload) = self.upload.take() {
             // Not completed: abort, so that no parts stay stored (and billed).
-            // Spawned rather than waited for, as a drop may happen anywhere.
-            self.runtime.spawn(async move {
+            // Spawned rather than waited for, as a drop may happen anywhere;
+            // a stopping server waits for it (Bucket::sweep).
+            let abort = self.runtime.spawn(async move {
                 let _ = upload.abort().await;
             });
+            let mut aborts = self
+                .uploads
+                .aborts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            aborts.retain(|a| !a.is_finished());
+            aborts.push(abort);
         }
+        self.uploads
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -425,24 +561,31 @@ impl fmt::Debug for Reader {
     }
 }
 
-/// The fetched row group fetched ahead.
+/// Ranges on their way: the GETs run on tasks owned by this one, so that
+/// aborting it (a cancelled read, a skipped row group) cancels them too.
 type Fetch = JoinHandle<object_store::Result<Vec<Bytes>>>;
 
-#[derive(Default)]
+/// Held bytes: (plan step they belong to, offset, bytes).
+type Held = (Option<usize>, u64, Bytes);
+
 struct ReadState {
-    /// Bytes in memory, by offset: the current row group's chunks (or the
-    /// tail read at open).
-    held: Vec<(u64, Bytes)>,
-    /// The ranges each row group will need, in reading order, coalesced.
+    /// Bytes in memory, in the order fetched: recent plan steps (up to
+    /// [`HELD_BYTES`]), the tail read at open, a window of a sequential read.
+    held: Vec<Held>,
+    /// What the reader will ask for, step by step: each step the coalesced
+    /// ranges of one row group (for a filtered scan, the filter's columns of
+    /// every row group first, then the output's).
     plan: Vec<Vec<Range<u64>>>,
-    /// The next row group, on its way: its index in `plan`.
+    /// The step last fetched.
+    cursor: usize,
+    /// The next step, on its way.
     ahead: Option<(usize, Fetch)>,
 }
 
 impl ReadState {
     /// `length` bytes at `start` (None: up to the end of what is held there).
     fn find(&self, start: u64, length: Option<usize>) -> Option<Bytes> {
-        self.held.iter().find_map(|(offset, bytes)| {
+        self.held.iter().find_map(|(_, offset, bytes)| {
             let end = offset + bytes.len() as u64;
             let wanted_end = start + length.map_or(1, |l| l as u64);
             (*offset <= start && wanted_end <= end).then(|| {
@@ -453,6 +596,20 @@ impl ReadState {
                 }
             })
         })
+    }
+
+    /// The plan step holding `start..end`, looking forward from the cursor
+    /// first (a column read twice, by a filter and by the output, is in two
+    /// steps: the later one is the one wanted once the reader is past the first).
+    fn step_of(&self, start: u64, end: u64) -> Option<usize> {
+        let holds = |i: &usize| {
+            self.plan[*i]
+                .iter()
+                .any(|r| r.start <= start && end <= r.end)
+        };
+        (self.cursor..self.plan.len())
+            .chain(0..self.cursor.min(self.plan.len()))
+            .find(holds)
     }
 }
 
@@ -474,31 +631,71 @@ impl Reader {
         self.failure.clone()
     }
 
-    /// Sets the row groups' ranges the reader will ask for, in order.
-    pub fn will_read(&self, row_groups: Vec<Vec<Range<u64>>>) {
-        let plan = row_groups.into_iter().map(coalesce).collect();
+    /// Sets what the reader will ask for, row group by row group, in order
+    /// (`filter` first when the scan has a filter: the reader evaluates it
+    /// over every row group before it reads the output). A row group too
+    /// large to hold is left out: it is read request by request instead.
+    pub fn will_read(&self, filter: Vec<Vec<Range<u64>>>, output: Vec<Vec<Range<u64>>>) {
+        let plan = filter
+            .into_iter()
+            .chain(output)
+            .map(coalesce)
+            .filter(|step| step.iter().map(|r| r.end - r.start).sum::<u64>() <= MAX_STEP_BYTES)
+            .collect();
         self.state.lock().unwrap_or_else(|p| p.into_inner()).plan = plan;
     }
 
-    /// Fetches `ranges` of this version, concurrently.
+    /// Fetches `ranges` of this version, concurrently, each in GETs of at
+    /// most [`MAX_GET_BYTES`] (joined again in order).
     fn fetch(&self, ranges: Vec<Range<u64>>) -> Fetch {
         let (store, key, etag) = (self.store.clone(), self.key.clone(), self.etag.clone());
         self.runtime.spawn(async move {
-            let gets: Vec<_> = ranges
-                .into_iter()
-                .map(|range| {
+            let mut gets = tokio::task::JoinSet::new();
+            let mut pieces_of = Vec::with_capacity(ranges.len());
+            let mut index = 0;
+            for range in &ranges {
+                let mut pieces = 0;
+                let mut at = range.start;
+                while at < range.end {
+                    let piece = at..range.end.min(at + MAX_GET_BYTES);
+                    at = piece.end;
                     let (store, key) = (store.clone(), key.clone());
                     let options = GetOptions {
                         if_match: etag.clone(),
-                        range: Some(GetRange::Bounded(range)),
+                        range: Some(GetRange::Bounded(piece)),
                         ..GetOptions::default()
                     };
-                    tokio::spawn(async move { store.get_opts(&key, options).await?.bytes().await })
-                })
-                .collect();
-            let mut fetched = Vec::with_capacity(gets.len());
-            for get in gets {
-                fetched.push(get.await??);
+                    let i = index;
+                    gets.spawn(async move {
+                        let bytes = store.get_opts(&key, options).await?.bytes().await?;
+                        Ok::<_, object_store::Error>((i, bytes))
+                    });
+                    index += 1;
+                    pieces += 1;
+                }
+                pieces_of.push(pieces);
+            }
+            let mut got: Vec<Bytes> = vec![Bytes::new(); index];
+            while let Some(joined) = gets.join_next().await {
+                let (i, bytes) = joined??;
+                got[i] = bytes;
+            }
+            // Pieces of one range back into one buffer.
+            let mut pieces = got.into_iter();
+            let mut fetched = Vec::with_capacity(ranges.len());
+            for (range, count) in ranges.iter().zip(pieces_of) {
+                let parts: Vec<Bytes> = pieces.by_ref().take(count).collect();
+                let bytes = match parts.len() {
+                    1 => parts.into_iter().next().unwrap_or_default(),
+                    _ => {
+                        let mut joined = Vec::with_capacity((range.end - range.start) as usize);
+                        for part in parts {
+                            joined.extend_from_slice(&part);
+                        }
+                        Bytes::from(joined)
+                    }
+                };
+                fetched.push(bytes);
             }
             Ok(fetched)
         })
@@ -507,53 +704,70 @@ impl Reader {
     /// `length` bytes at `start`, or for `None` a run of bytes from `start`
     /// for a sequential read.
     pub fn get(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        if length == Some(0) {
+            return Ok(Bytes::new());
+        }
+        let wanted_end = start + length.map_or(1, |l| l as u64);
+        if wanted_end > self.len {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "dataset '{}': bytes {start}..{wanted_end} asked, the object has {}",
+                self.name, self.len
+            )));
+        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bytes) = state.find(start, length) {
             return Ok(bytes);
         }
-        let wanted_end = start + length.map_or(1, |l| l as u64);
-        let planned = state.plan.iter().position(|group| {
-            group
-                .iter()
-                .any(|r| r.start <= start && wanted_end <= r.end)
-        });
-        let Some(group) = planned else {
-            // Outside the plan (the footer, the page index): what is asked,
-            // or for a sequential read up to 64 KiB.
+        let Some(step) = state.step_of(start, wanted_end) else {
+            // Outside the plan (the footer, the page index, a row group too
+            // large to hold): what is asked, or for a sequential read (a page
+            // header) a window that also holds most pages.
             let end = match length {
                 Some(l) => start + l as u64,
-                None => (start + TAIL_BYTES).min(self.len),
+                None => (start + WINDOW_BYTES).min(self.len),
             };
             let fetched = self
                 .runtime
                 .block_on(self.fetch(std::iter::once(start..end).collect()));
-            let mut fetched = self.settle(fetched)?;
-            return Ok(fetched.pop().unwrap_or_default());
+            let bytes = self.settle(fetched)?.pop().unwrap_or_default();
+            if length.is_none() {
+                // Kept, so the page that follows the header is not fetched again.
+                state.held.retain(|(step, _, _)| step.is_some());
+                state.held.push((None, start, bytes.clone()));
+            }
+            return Ok(bytes);
         };
         let fetch = match state.ahead.take() {
-            Some((ahead, fetch)) if ahead == group => fetch,
+            Some((ahead, fetch)) if ahead == step => fetch,
             other => {
                 if let Some((_, stale)) = other {
                     stale.abort();
                 }
-                self.fetch(state.plan[group].clone())
+                self.fetch(state.plan[step].clone())
             }
         };
         let fetched = self.settle(self.runtime.block_on(fetch))?;
-        state.held = state.plan[group]
-            .iter()
-            .map(|r| r.start)
-            .zip(fetched)
-            .collect();
-        // The next row group downloads while this one is decoded and sent.
-        if let Some(next) = state.plan.get(group + 1).cloned() {
-            state.ahead = Some((group + 1, self.fetch(next)));
+        let ranges = state.plan[step].clone();
+        state.held.extend(
+            ranges
+                .iter()
+                .zip(fetched)
+                .map(|(r, bytes)| (Some(step), r.start, bytes)),
+        );
+        // Oldest first out, past HELD_BYTES (never the step just fetched).
+        let mut held_bytes: usize = state.held.iter().map(|(_, _, b)| b.len()).sum();
+        while held_bytes > HELD_BYTES as usize && state.held[0].0 != Some(step) {
+            held_bytes -= state.held.remove(0).2.len();
+        }
+        state.cursor = step;
+        // The next step downloads while this one is decoded and sent.
+        if let Some(next) = state.plan.get(step + 1).cloned() {
+            state.ahead = Some((step + 1, self.fetch(next)));
         }
         state.find(start, length).ok_or_else(|| {
             parquet::errors::ParquetError::EOF(format!(
-                "dataset '{}': {} bytes at {start} are past the object's end",
-                self.name,
-                length.unwrap_or(0)
+                "dataset '{}': bytes at {start} missing from the fetched row group",
+                self.name
             ))
         })
     }
@@ -565,13 +779,12 @@ impl Reader {
     ) -> parquet::errors::Result<Vec<Bytes>> {
         let err = match fetched {
             Ok(Ok(bytes)) => return Ok(bytes),
-            Ok(Err(object_store::Error::Precondition { .. })) => {
-                Error::FailedPrecondition(format!(
-                    "dataset '{}' was replaced while being read; call GetFlightInfo again \
-                     for fresh tickets",
-                    self.name
-                ))
-            }
+            Ok(Err(object_store::Error::Precondition { .. }))
+            | Ok(Err(object_store::Error::NotFound { .. })) => Error::FailedPrecondition(format!(
+                "dataset '{}' was replaced or dropped while being read; call \
+                     GetFlightInfo again for fresh tickets",
+                self.name
+            )),
             Ok(Err(e)) => classify(&format!("reading dataset '{}'", self.name), e),
             Err(e) => Error::Internal(format!("reading dataset '{}': {e}", self.name)),
         };
@@ -623,10 +836,15 @@ mod tests {
     #[test]
     fn held_bytes_are_found_by_offset() {
         let state = ReadState {
-            held: vec![(100, Bytes::from_static(b"0123456789"))],
-            plan: Vec::new(),
+            held: vec![(None, 100, Bytes::from_static(b"0123456789"))],
+            plan: vec![vec![0..10], vec![20..30], vec![0..10]],
+            cursor: 1,
             ahead: None,
         };
+        // A range in two steps: the one at or after the cursor.
+        assert_eq!(state.step_of(2, 5), Some(2));
+        assert_eq!(state.step_of(20, 30), Some(1));
+        assert_eq!(state.step_of(25, 35), None);
         assert_eq!(state.find(102, Some(3)).unwrap(), &b"234"[..]);
         assert_eq!(state.find(105, None).unwrap(), &b"56789"[..]);
         assert!(state.find(108, Some(3)).is_none());
