@@ -253,7 +253,10 @@ fn partitioned_projected_and_filtered_reads() {
         let (_, batches) = get(&mut client, "big").await.unwrap();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
         let fetched = gets() - before;
-        assert!(fetched <= 22 && fetched > 0, "{fetched} GETs for 20 row groups");
+        assert!(
+            fetched <= 22 && fetched > 0,
+            "{fetched} GETs for 20 row groups"
+        );
 
         // A projection and a filter: only the matching row groups, one column.
         let info = client
