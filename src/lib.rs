@@ -20,8 +20,10 @@
 //! - [`query`] is the query command (CMD descriptors, JSON tickets): columns,
 //!   filters, partitions; it types and evaluates filters and prunes row groups
 //!   from statistics the store hands it.
-//! - [`store`] owns the repository folder: dataset names, atomic Parquet writes,
-//!   listing with a footer cache, reads as plain batch iterators, drops.
+//! - [`store`] owns the repository: dataset names, Parquet writes that appear
+//!   atomically, listing with a footer cache keyed by version, reads as plain
+//!   batch iterators, drops; over a folder (`store::local`) or, with the
+//!   `object-store` feature, an S3 bucket prefix (`store::object`).
 //! - [`auth`] owns users, roles, Basic/Bearer headers, tokens and throttling
 //!   (no gRPC inside).
 //! - [`error`] is the one error type, mapped to a gRPC status in one place.

@@ -62,8 +62,10 @@ SIGINT/SIGTERM stop it gracefully.
 OPTIONS:
     --listen ADDR              Address to listen on [default: 127.0.0.1:8815]
                                (port 0 picks a free port)
-    --repo DIR                 Folder holding the datasets, created if missing
-                               [default: ./datasets]
+    --repo DIR|URL             Folder holding the datasets, created if missing
+                               [default: ./datasets]; also file:///path, and
+                               s3://bucket/prefix in builds with the
+                               object-store feature (AWS_* variables configure it)
     --compression CODEC        Parquet compression for uploads: snappy, zstd or
                                none [default: snappy]
     --ipc-compression CODEC    Arrow IPC body compression of downloads: none, lz4

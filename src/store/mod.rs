@@ -1253,6 +1253,25 @@ mod tests {
     }
 
     #[test]
+    fn repository_urls_are_checked_before_anything_is_opened() {
+        let err = Store::open_repo("gs://bucket/x", Codec::Snappy, None).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        #[cfg(feature = "object-store")]
+        {
+            assert!(err.message().contains("s3://bucket/prefix"), "{err}");
+            let err = Store::open_repo("s3:///x", Codec::Snappy, None).unwrap_err();
+            assert!(err.message().contains("no bucket"), "{err}");
+        }
+        #[cfg(not(feature = "object-store"))]
+        assert!(err.message().contains("--features object-store"), "{err}");
+        // A file:// URL is a folder.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("r").display());
+        Store::open_repo(&url, Codec::Snappy, None).unwrap();
+        assert!(dir.path().join("r").is_dir());
+    }
+
+    #[test]
     fn startup_sweeps_leftover_temporary_files() {
         let dir = tempfile::tempdir().unwrap();
         // pid 0 never names a running server.

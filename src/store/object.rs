@@ -93,9 +93,6 @@ impl Bucket {
     /// prefix once, so that a bucket that cannot be reached fails startup.
     /// Must run on a thread of the server's runtime that may block.
     pub fn open(url: &str) -> Result<Bucket> {
-        let runtime = Handle::try_current().map_err(|_| {
-            Error::Internal("object storage is opened from within the server's runtime".into())
-        })?;
         let Some(rest) = url.strip_prefix("s3://") else {
             let scheme = url.split("://").next().unwrap_or(url);
             return Err(Error::InvalidArgument(format!(
@@ -111,6 +108,9 @@ impl Bucket {
         }
         let prefix = Key::parse(prefix.trim_end_matches('/')).map_err(|e| {
             Error::InvalidArgument(format!("--repo {url}: not a usable prefix: {e}"))
+        })?;
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::Internal("object storage is opened from within the server's runtime".into())
         })?;
         // reqwest is built without a default TLS provider: use the ring
         // provider hangar's own TLS already builds. Fails only if one is set.
