@@ -35,12 +35,11 @@
 use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::builder::StringBuilder;
@@ -184,7 +183,7 @@ struct Server {
 impl Server {
     fn start(bin: &PathBuf, repo: &std::path::Path, log: &std::path::Path) -> Res<Server> {
         fs::create_dir_all(repo)?;
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
             .arg(repo)
             .stdin(Stdio::null())
@@ -193,33 +192,12 @@ impl Server {
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
         support::register_child(child.id());
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            // Keep draining after the first line so the child never blocks.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        // Built first, so that a server that never announces itself is killed.
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let line = rx.recv_timeout(STARTUP_TIMEOUT).map_err(|_| {
-            format!(
-                "no listening line within {STARTUP_TIMEOUT:?}\n{}",
-                fs::read_to_string(log).unwrap_or_default()
-            )
-        })?;
-        let uri = line
-            .split("listening on grpc://")
-            .nth(1)
-            .ok_or_else(|| format!("unexpected first line {line:?}"))?;
-        server.addr = uri.trim().parse()?;
+        (server.addr, _) = support::listening_addr(&mut server.child, STARTUP_TIMEOUT, log)?;
         Ok(server)
     }
 

@@ -150,3 +150,44 @@ pub fn arrow_bytes(batch: &RecordBatch) -> u64 {
         })
         .sum()
 }
+
+/// The address a just-spawned `hangar serve` (stdout piped) announces on its
+/// first line, waiting at most `timeout`; stdout is drained after that so
+/// the child never blocks on it. `log` is the child's stderr file, shown if
+/// no line comes.
+pub fn listening_addr(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    log: &std::path::Path,
+) -> Result<(std::net::SocketAddr, String), String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(timeout).map_err(|_| {
+        format!(
+            "hangar printed no listening line within {timeout:?}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })?;
+    let uri = line
+        .split("listening on ")
+        .nth(1)
+        .ok_or_else(|| format!("unexpected first line {line:?}"))?
+        .trim()
+        .to_string();
+    let addr = uri
+        .strip_prefix("grpc://")
+        .ok_or_else(|| format!("unexpected listening address {uri:?}"))?
+        .parse()
+        .map_err(|e| format!("listening address {uri:?}: {e}"))?;
+    Ok((addr, uri))
+}
