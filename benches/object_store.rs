@@ -61,7 +61,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 mod support;
 use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
@@ -426,15 +426,7 @@ fn flight(inner: &Inner) -> FlightClient {
 }
 
 async fn connect(addr: SocketAddr) -> Res<Inner> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    let channel = tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
-        .await
-        .map_err(|_| format!("connecting to {addr} timed out"))??;
-    Ok(FlightServiceClient::new(channel)
-        .max_decoding_message_size(CLIENT_MESSAGE_LIMIT)
-        .max_encoding_message_size(CLIENT_MESSAGE_LIMIT))
+    support::connect(addr, CLIENT_MESSAGE_LIMIT).await
 }
 
 async fn bounded<T>(what: &str, work: impl std::future::Future<Output = Res<T>>) -> Res<T> {

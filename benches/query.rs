@@ -53,7 +53,7 @@ use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::{stream, StreamExt, TryStreamExt};
 use hangar::json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 mod support;
 use support::{arrow_bytes, cpu_secs, env_or, loadavg, machine};
@@ -217,17 +217,8 @@ impl Drop for Server {
 // ---------------------------------------------------------------------------
 // Client
 
-/// A connection of its own (each concurrent DoGet gets one).
 async fn connect(addr: SocketAddr) -> Res<Client> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    let channel = tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
-        .await
-        .map_err(|_| format!("connecting to {addr} timed out"))??;
-    Ok(FlightServiceClient::new(channel)
-        .max_decoding_message_size(CLIENT_MESSAGE_LIMIT)
-        .max_encoding_message_size(CLIENT_MESSAGE_LIMIT))
+    support::connect(addr, CLIENT_MESSAGE_LIMIT).await
 }
 
 async fn bounded<T>(what: &str, work: impl std::future::Future<Output = Res<T>>) -> Res<T> {

@@ -378,6 +378,38 @@ async fn no_open_uploads(s3: &S3Server) -> bool {
     .await
 }
 
+/// Starts an upload of `batches` as `name` that never ends its stream, and
+/// waits until the server has sent at least one part of it. The client runs
+/// on the returned runtime, so that shutting it down closes the connection
+/// the way a killed client's does.
+async fn upload_left_open(
+    s3: &S3Server,
+    addr: std::net::SocketAddr,
+    name: &str,
+    batches: &[RecordBatch],
+) -> tokio::runtime::Runtime {
+    let parts_before = s3.requests().matches("partNumber=").count();
+    let messages = common::encode(name, schema(), batches).await;
+    let client_runtime = tokio::runtime::Runtime::new().unwrap();
+    client_runtime.spawn(async move {
+        let mut client = client_at(addr).await;
+        let input =
+            futures::stream::iter(messages.into_iter().map(Ok)).chain(futures::stream::pending());
+        let _ = client.do_put(input).await;
+        futures::future::pending::<()>().await;
+    });
+    let started = common::wait_until(Duration::from_secs(30), async || {
+        !s3.open_uploads().is_empty() && s3.requests().matches("partNumber=").count() > parts_before
+    })
+    .await;
+    assert!(
+        started,
+        "the upload never sent a part: {:?}",
+        s3.open_uploads()
+    );
+    client_runtime
+}
+
 #[test]
 fn uploads_that_fail_or_are_cancelled_leave_no_parts() {
     let s3 = S3Server::start("aborts");
@@ -402,30 +434,8 @@ fn uploads_that_fail_or_are_cancelled_leave_no_parts() {
         // A client that goes away mid-upload, after parts went up (through a
         // node without the size limit): aborted too.
         let unlimited = serve(&s3, "a", &[]);
-        let parts_before = s3.requests().matches("partNumber=").count();
         let doubled: Vec<RecordBatch> = big.iter().chain(&big).cloned().collect();
-        let messages = common::encode("d", schema(), &doubled).await;
-        let addr = unlimited.addr;
-        // On a runtime of its own, so that shutting it down closes the
-        // connection the way a killed client's does.
-        let client_runtime = tokio::runtime::Runtime::new().unwrap();
-        client_runtime.spawn(async move {
-            let mut client = client_at(addr).await;
-            let input = futures::stream::iter(messages.into_iter().map(Ok))
-                .chain(futures::stream::pending());
-            let _ = client.do_put(input).await;
-            futures::future::pending::<()>().await;
-        });
-        let started = common::wait_until(Duration::from_secs(30), async || {
-            !s3.open_uploads().is_empty()
-                && s3.requests().matches("partNumber=").count() > parts_before
-        })
-        .await;
-        assert!(
-            started,
-            "the upload never sent a part: {:?}",
-            s3.open_uploads()
-        );
+        let client_runtime = upload_left_open(&s3, unlimited.addr, "d", &doubled).await;
         client_runtime.shutdown_background();
         assert!(
             no_open_uploads(&s3).await,
@@ -440,22 +450,7 @@ fn uploads_that_fail_or_are_cancelled_leave_no_parts() {
         // A server stopped while an upload is in flight aborts it on the way
         // out (a killed one cannot: README, Scale out).
         let mut stopping = serve(&s3, "a", &[]);
-        let parts_before = s3.requests().matches("partNumber=").count();
-        let messages = common::encode("e", schema(), &doubled).await;
-        let addr = stopping.addr;
-        let client_runtime = tokio::runtime::Runtime::new().unwrap();
-        client_runtime.spawn(async move {
-            let mut client = client_at(addr).await;
-            let input = futures::stream::iter(messages.into_iter().map(Ok))
-                .chain(futures::stream::pending());
-            let _ = client.do_put(input).await;
-        });
-        let started = common::wait_until(Duration::from_secs(30), async || {
-            !s3.open_uploads().is_empty()
-                && s3.requests().matches("partNumber=").count() > parts_before
-        })
-        .await;
-        assert!(started, "the upload never sent a part");
+        let client_runtime = upload_left_open(&s3, stopping.addr, "e", &doubled).await;
         let status = stopping.terminate();
         assert!(status.success(), "{status}");
         assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());

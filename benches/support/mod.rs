@@ -191,3 +191,25 @@ pub fn listening_addr(
         .map_err(|e| format!("listening address {uri:?}: {e}"))?;
     Ok((addr, uri))
 }
+
+/// A Flight connection of its own to `addr` (each concurrent transfer gets
+/// one), bounded in time, with messages up to `message_limit` bytes either way.
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    message_limit: usize,
+) -> Result<
+    arrow_flight::flight_service_client::FlightServiceClient<tonic::transport::Channel>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    let channel = tokio::time::timeout(Duration::from_secs(15), endpoint.connect())
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))??;
+    Ok(
+        arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+            .max_decoding_message_size(message_limit)
+            .max_encoding_message_size(message_limit),
+    )
+}
