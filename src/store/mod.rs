@@ -213,6 +213,15 @@ impl Batches {
 /// Longest dataset name accepted, in bytes (the usual file-name limit).
 const MAX_NAME_BYTES: usize = 255;
 
+/// A column chunk's dictionary grows to this before the writer falls back to
+/// plain encoding. The parquet crate's 1 MiB default lets a column of unique
+/// values (ids, measurements) intern 128K of them into a hash table in every
+/// row group before giving up, which was a fifth of DoPut's CPU; columns with
+/// few distinct values (labels, categories) fit in 64 KiB either way. Measured
+/// on the benchmark's table (8M rows, pyarrow client): server CPU per upload
+/// -21 %, upload time -24 %, file -6 %, peak memory -8 MiB.
+const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+
 /// An upload flushes its row group once the encoded, buffered size passes this,
 /// which bounds the writer's memory whatever the clients' batch sizes are.
 const ROW_GROUP_FLUSH_BYTES: usize = 32 * 1024 * 1024;
@@ -802,6 +811,7 @@ impl Store {
         let props = WriterProperties::builder()
             .set_compression(self.codec.parquet())
             .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .build();
         let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props)).map_err(|e| {
             Error::InvalidArgument(format!("cannot store this schema as Parquet: {e}"))
