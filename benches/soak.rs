@@ -25,7 +25,8 @@
 //! | `--rss-bound-mib B` | 64 | fail (exit 1) if RSS 5 s after the load is more than this above the warm-up sample |
 //!
 //! The server inherits the benchmark's environment, so allocator settings can
-//! be compared without a rebuild (e.g. `GLIBC_TUNABLES=glibc.malloc.arena_max=2`).
+//! be compared without a rebuild (e.g. `GLIBC_TUNABLES=glibc.malloc.trim_threshold=…`;
+//! not `arena_max`, which hangar sets itself at start).
 //! Under `cargo test --all-targets` (no `--bench` argument) it does nothing.
 
 use std::collections::BTreeMap;
