@@ -68,7 +68,7 @@ pub(super) async fn do_put(
         Err(err) => return Err(call.fail(err)),
     };
 
-    let (data_tx, data_rx) = stream::channel::<FlightData, Error>(service.limits.channel_depth);
+    let (data_tx, data_rx) = stream::channel::<FlightData, Error>(service.limits.upload_queue);
     let (reply_tx, reply_rx) = tokio::sync::mpsc::channel::<Result<PutResult, Status>>(1);
     let store = service.store.clone();
     let memory = service.memory.empty();
