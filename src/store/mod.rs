@@ -1210,6 +1210,50 @@ mod tests {
     }
 
     #[test]
+    fn unique_values_give_up_their_dictionary_early_and_few_distinct_keep_it() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Codec::None).unwrap();
+        let rows = 200_000i64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Utf8, false),
+        ]));
+        let labels: Vec<String> = (0..rows).map(|i| format!("label-{}", i % 10)).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(StringArray::from(labels)),
+            ],
+        )
+        .unwrap();
+        let mut up = store.create("d", schema).unwrap();
+        up.write(&batch).unwrap();
+        up.commit().unwrap();
+        assert_eq!(store.info("d").unwrap().rows, rows);
+
+        let file = fs::File::open(dir.path().join("d")).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        let chunk = reader.metadata().row_group(0).column(0);
+        // Uncompressed, the dictionary page is the dictionary: 1.6 MB of
+        // unique ids would fill the parquet crate's default 1 MiB.
+        let dictionary_page = chunk.data_page_offset() - chunk.dictionary_page_offset().unwrap();
+        assert!(
+            dictionary_page <= (DICTIONARY_PAGE_BYTES + 1024) as i64,
+            "dictionary page of {dictionary_page} bytes"
+        );
+        let labels = reader.metadata().row_group(0).column(1);
+        assert!(labels.dictionary_page_offset().is_some());
+        // 4-bit dictionary indices: ~100 KB; plain strings would be ~2.2 MB.
+        assert!(
+            labels.compressed_size() < 500_000,
+            "10 distinct labels take {} bytes: not dictionary-encoded",
+            labels.compressed_size()
+        );
+    }
+
+    #[test]
     fn batch_with_other_schema_is_invalid_argument() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Codec::Zstd).unwrap();
