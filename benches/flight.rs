@@ -8,7 +8,8 @@
 //!    with hangar's [`Decoder`] and write Parquet with [`Store::create`] and
 //!    [`Upload`] (the most DoPut can do).
 //! 2. **hangar** (the release binary) over loopback with the `arrow-flight`
-//!    client: DoPut, DoGet, 4 concurrent DoGets; GetFlightInfo and ListFlights
+//!    client: DoPut, DoGet, 4 concurrent DoGets (on 4 connections, and on
+//!    one shared connection); GetFlightInfo and ListFlights
 //!    latency with 1,000 datasets in the repository.
 //! 3. **The reference**: the Arrow cookbook's streaming pyarrow server
 //!    (`tests/python/cookbook_server.py`), measured with the same client, run
@@ -570,12 +571,25 @@ async fn get_all(client: &mut FlightClient, name: &str) -> Res<(Duration, u64)> 
     .await
 }
 
-/// `n` concurrent DoGets of one dataset, each on its own connection. Returns
-/// the time from the start until the last one finished.
-async fn get_concurrent(addr: SocketAddr, name: &str, n: usize) -> Res<(Duration, u64)> {
+/// `n` concurrent DoGets of one dataset, each on its own connection or all
+/// on one (`shared`: HTTP/2 streams of one connection). Returns the time from
+/// the start until the last one finished.
+async fn get_concurrent(
+    addr: SocketAddr,
+    name: &str,
+    n: usize,
+    shared: bool,
+) -> Res<(Duration, u64)> {
     let mut clients = Vec::new();
-    for _ in 0..n {
-        clients.push(connect(addr).await?);
+    if shared {
+        let one = connect(addr).await?;
+        for _ in 0..n {
+            clients.push(FlightClient::new_from_inner(one.inner().clone()));
+        }
+    } else {
+        for _ in 0..n {
+            clients.push(connect(addr).await?);
+        }
     }
     let started = Instant::now();
     let tasks: Vec<_> = clients
@@ -803,9 +817,12 @@ struct Throughput {
     put: Rate,
     get: Rate,
     get4: Rate,
+    /// 4 DoGets on one shared connection.
+    get4s: Rate,
     put_runs: Vec<Rate>,
     get_runs: Vec<Rate>,
     get4_runs: Vec<Rate>,
+    get4s_runs: Vec<Rate>,
 }
 
 #[derive(Default)]
@@ -1027,6 +1044,13 @@ fn run(config: &Config) -> Res<()> {
                     let cpu = plus_client(clock.stop(), py);
                     out.get4_runs
                         .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(cpu));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows, py) =
+                        pyarrow(config, &["get4shared", &uri, "table.parquet"])?;
+                    check_rows(rows, 4 * table_rows, "pyarrow 4 DoGets, one connection")?;
+                    let cpu = plus_client(clock.stop(), py);
+                    out.get4s_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(cpu));
                 } else {
                     let clock = CpuClock::start(pid);
                     let elapsed = put_messages(client, upload.clone()).await?;
@@ -1038,18 +1062,27 @@ fn run(config: &Config) -> Res<()> {
                     out.get_runs
                         .push(Rate::new(elapsed, rows, table_bytes).with_cpu(clock.stop()));
                     let clock = CpuClock::start(pid);
-                    let (elapsed, rows) = get_concurrent(server.addr, "table.parquet", 4).await?;
+                    let (elapsed, rows) =
+                        get_concurrent(server.addr, "table.parquet", 4, false).await?;
                     check_rows(rows, 4 * table_rows, "4 DoGets")?;
                     out.get4_runs
                         .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
+                    let clock = CpuClock::start(pid);
+                    let (elapsed, rows) =
+                        get_concurrent(server.addr, "table.parquet", 4, true).await?;
+                    check_rows(rows, 4 * table_rows, "4 DoGets, one connection")?;
+                    out.get4s_runs
+                        .push(Rate::new(elapsed, rows, 4 * table_bytes).with_cpu(clock.stop()));
                 }
                 eprintln!(
-                    "{} run {}: DoPut {:.0} MB/s, DoGet {:.0} MB/s, 4 DoGets {:.0} MB/s",
+                    "{} run {}: DoPut {:.0} MB/s, DoGet {:.0} MB/s, 4 DoGets {:.0} MB/s \
+                     (one connection: {:.0} MB/s)",
                     server.kind.label(),
                     run + 1,
                     out.put_runs[run].mb_s(),
                     out.get_runs[run].mb_s(),
-                    out.get4_runs[run].mb_s()
+                    out.get4_runs[run].mb_s(),
+                    out.get4s_runs[run].mb_s()
                 );
             }
         }
@@ -1066,6 +1099,7 @@ fn run(config: &Config) -> Res<()> {
         t.put = best(&t.put_runs);
         t.get = best(&t.get_runs);
         t.get4 = best(&t.get4_runs);
+        t.get4s = best(&t.get4s_runs);
     }
     drop(hangar_server);
     drop(reference_server);
@@ -1919,12 +1953,14 @@ fn report(config: &Config, r: &Results) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "Runs (MB/s): ceiling (a) {}; ceiling (b) {}; hangar DoPut {}, DoGet {}, 4 DoGets {}{}",
+        "Runs (MB/s): ceiling (a) {}; ceiling (b) {}; hangar DoPut {}, DoGet {}, 4 DoGets {}, \
+         4 DoGets on one connection {}{}",
         show_runs(&r.ceiling_get_runs),
         show_runs(&r.ceiling_put_runs),
         show_runs(&h.put_runs),
         show_runs(&h.get_runs),
         show_runs(&h.get4_runs),
+        show_runs(&h.get4s_runs),
         reference.map_or_else(String::new, |x| format!(
             "; reference DoPut {}, DoGet {}, 4 DoGets {}",
             show_runs(&x.put_runs),
@@ -1935,10 +1971,12 @@ fn report(config: &Config, r: &Results) -> String {
     if let Some(x) = &r.arrow_flight {
         let _ = writeln!(
             out,
-            "Runs (MB/s), arrow-flight server: DoPut {}, DoGet {}, 4 DoGets {}",
+            "Runs (MB/s), arrow-flight server: DoPut {}, DoGet {}, 4 DoGets {}, \
+             4 DoGets on one connection {}",
             show_runs(&x.put_runs),
             show_runs(&x.get_runs),
-            show_runs(&x.get4_runs)
+            show_runs(&x.get4_runs),
+            show_runs(&x.get4s_runs)
         );
     }
     out
@@ -1968,7 +2006,16 @@ fn versus_arrow_flight(
     for (name, a, b) in [
         ("DoPut", &h.put, &x.put),
         ("DoGet", &h.get, &x.get),
-        ("4 concurrent DoGets (aggregate)", &h.get4, &x.get4),
+        (
+            "4 concurrent DoGets, 4 connections (aggregate)",
+            &h.get4,
+            &x.get4,
+        ),
+        (
+            "4 concurrent DoGets, one connection (aggregate)",
+            &h.get4s,
+            &x.get4s,
+        ),
     ] {
         let ratio = a.mb_s() / b.mb_s();
         let _ = writeln!(

@@ -9,6 +9,7 @@ the last stdout line is JSON: {"secs": wall seconds, "rows": rows moved,
     pyarrow_client.py put URI NAME TABLE.arrow
     pyarrow_client.py get URI NAME
     pyarrow_client.py get4 URI NAME          (4 DoGets at once, 4 connections)
+    pyarrow_client.py get4shared URI NAME    (4 DoGets at once, one connection)
     pyarrow_client.py bigput URI NAME TABLE.arrow BATCHES
                      (BATCHES copies of the table's first batch, each with a
                       fresh id sequence, generated while uploading)
@@ -46,13 +47,16 @@ def put(client, name, batches, schema):
     return rows
 
 
-def get(uri, name):
-    client = flight.connect(uri)
+def get(uri, name, client=None):
+    own = client is None
+    if own:
+        client = flight.connect(uri)
     rows = 0
     # Decode every batch, as the Rust client does.
     for chunk in client.do_get(flight.Ticket(name.encode())):
         rows += chunk.data.num_rows
-    client.close()
+    if own:
+        client.close()
     return rows
 
 
@@ -79,11 +83,14 @@ def main():
     elif op == "get":
         started, cpu_start = time.perf_counter(), cpu()
         rows = get(uri, name)
-    elif op == "get4":
+    elif op in ("get4", "get4shared"):
         counts = [0] * 4
+        # pyarrow's FlightClient may be shared between threads: one
+        # connection carries the four streams.
+        shared = flight.connect(uri) if op == "get4shared" else None
 
         def one(i):
-            counts[i] = get(uri, name)
+            counts[i] = get(uri, name, shared)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
         started, cpu_start = time.perf_counter(), cpu()
