@@ -50,9 +50,9 @@ pub struct Limits {
     pub channel_depth: usize,
     /// Messages an upload may receive ahead of its writer. They are outside
     /// the memory budget until decoded, so one: the pump still reads the next
-    /// message while the writer works, and with 4 uploads were no faster
-    /// (pyarrow, 288 MB: 0.38-0.44 s with 1, 0.40-0.75 s with 4) while one
-    /// upload's peak memory was 5 MiB higher.
+    /// message while the writer works. A queue of 4 made uploads no faster
+    /// (pyarrow, 288 MB: 0.38-0.44 s with 1, 0.40-0.75 s with 4) and raised
+    /// one upload's peak memory by 5 MiB.
     pub upload_queue: usize,
     /// A stream that moves nothing for this long is aborted (`--idle-timeout`):
     /// an upload that stops sending, a download that stops reading.
