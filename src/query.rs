@@ -466,6 +466,11 @@ fn literal(column: &str, value: &Value, target: &DataType) -> Result<ArrayRef> {
 /// kernel, reached for one value per query, would make a release build carry
 /// every cast between every pair of types (about 1.3 MiB).
 fn typed(value: &Value, target: &DataType) -> Option<ArrayRef> {
+    if !valid_decimal(target) {
+        // Arrow refuses every cast into a decimal type it cannot hold (a
+        // schema sent by a client may declare one).
+        return None;
+    }
     match value {
         Value::String(s) => from_text(s, target),
         Value::Int(n) => match i64::try_from(*n) {
@@ -479,6 +484,18 @@ fn typed(value: &Value, target: &DataType) -> Option<ArrayRef> {
             .then(|| Arc::new(BooleanArray::from(vec![*b])) as ArrayRef),
         Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
+}
+
+fn valid_decimal(target: &DataType) -> bool {
+    use arrow_array::types::*;
+    match *target {
+        DataType::Decimal32(p, s) => validate_decimal_precision_and_scale::<Decimal32Type>(p, s),
+        DataType::Decimal64(p, s) => validate_decimal_precision_and_scale::<Decimal64Type>(p, s),
+        DataType::Decimal128(p, s) => validate_decimal_precision_and_scale::<Decimal128Type>(p, s),
+        DataType::Decimal256(p, s) => validate_decimal_precision_and_scale::<Decimal256Type>(p, s),
+        _ => Ok(()),
+    }
+    .is_ok()
 }
 
 fn one<T: ArrowPrimitiveType>(value: Option<T::Native>) -> Option<ArrayRef> {
@@ -501,62 +518,55 @@ fn from_text(s: &str, target: &DataType) -> Option<ArrayRef> {
         parse_interval_year_month, Parser,
     };
     use arrow_schema::{IntervalUnit, TimeUnit};
+    macro_rules! parse {
+        ($t:ty) => {
+            one::<$t>(<$t>::parse(s))
+        };
+    }
+    macro_rules! decimal {
+        ($t:ty, $p:expr, $s:expr) => {
+            one::<$t>(parse_decimal::<$t>(s, *$p, *$s).ok())
+        };
+    }
     match target {
-        DataType::Int8 => one::<Int8Type>(Int8Type::parse(s)),
-        DataType::Int16 => one::<Int16Type>(Int16Type::parse(s)),
-        DataType::Int32 => one::<Int32Type>(Int32Type::parse(s)),
-        DataType::Int64 => one::<Int64Type>(Int64Type::parse(s)),
-        DataType::UInt8 => one::<UInt8Type>(UInt8Type::parse(s)),
-        DataType::UInt16 => one::<UInt16Type>(UInt16Type::parse(s)),
-        DataType::UInt32 => one::<UInt32Type>(UInt32Type::parse(s)),
-        DataType::UInt64 => one::<UInt64Type>(UInt64Type::parse(s)),
-        DataType::Float16 => one::<Float16Type>(Float16Type::parse(s)),
-        DataType::Float32 => one::<Float32Type>(Float32Type::parse(s)),
-        DataType::Float64 => one::<Float64Type>(Float64Type::parse(s)),
-        DataType::Date32 => one::<Date32Type>(Date32Type::parse(s)),
-        DataType::Date64 => one::<Date64Type>(Date64Type::parse(s)),
-        DataType::Time32(TimeUnit::Second) => one::<Time32SecondType>(Time32SecondType::parse(s)),
-        DataType::Time32(TimeUnit::Millisecond) => {
-            one::<Time32MillisecondType>(Time32MillisecondType::parse(s))
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            one::<Time64MicrosecondType>(Time64MicrosecondType::parse(s))
-        }
-        DataType::Time64(TimeUnit::Nanosecond) => {
-            one::<Time64NanosecondType>(Time64NanosecondType::parse(s))
-        }
+        DataType::Int8 => parse!(Int8Type),
+        DataType::Int16 => parse!(Int16Type),
+        DataType::Int32 => parse!(Int32Type),
+        DataType::Int64 => parse!(Int64Type),
+        DataType::UInt8 => parse!(UInt8Type),
+        DataType::UInt16 => parse!(UInt16Type),
+        DataType::UInt32 => parse!(UInt32Type),
+        DataType::UInt64 => parse!(UInt64Type),
+        DataType::Float16 => parse!(Float16Type),
+        DataType::Float32 => parse!(Float32Type),
+        DataType::Float64 => parse!(Float64Type),
+        DataType::Date32 => parse!(Date32Type),
+        DataType::Date64 => parse!(Date64Type),
+        DataType::Time32(TimeUnit::Second) => parse!(Time32SecondType),
+        DataType::Time32(TimeUnit::Millisecond) => parse!(Time32MillisecondType),
+        DataType::Time64(TimeUnit::Microsecond) => parse!(Time64MicrosecondType),
+        DataType::Time64(TimeUnit::Nanosecond) => parse!(Time64NanosecondType),
         DataType::Timestamp(unit, tz) => {
             let tz: arrow_array::timezone::Tz = tz.as_deref().unwrap_or("+00:00").parse().ok()?;
             let naive = arrow_cast::parse::string_to_datetime(&tz, s)
                 .ok()?
                 .naive_utc();
+            macro_rules! at {
+                ($t:ty) => {
+                    one::<$t>(<$t>::from_naive_datetime(naive, None))
+                };
+            }
             match unit {
-                TimeUnit::Second => one::<TimestampSecondType>(
-                    TimestampSecondType::from_naive_datetime(naive, None),
-                ),
-                TimeUnit::Millisecond => one::<TimestampMillisecondType>(
-                    TimestampMillisecondType::from_naive_datetime(naive, None),
-                ),
-                TimeUnit::Microsecond => one::<TimestampMicrosecondType>(
-                    TimestampMicrosecondType::from_naive_datetime(naive, None),
-                ),
-                TimeUnit::Nanosecond => one::<TimestampNanosecondType>(
-                    TimestampNanosecondType::from_naive_datetime(naive, None),
-                ),
+                TimeUnit::Second => at!(TimestampSecondType),
+                TimeUnit::Millisecond => at!(TimestampMillisecondType),
+                TimeUnit::Microsecond => at!(TimestampMicrosecondType),
+                TimeUnit::Nanosecond => at!(TimestampNanosecondType),
             }
         }
-        DataType::Decimal32(p, sc) => {
-            one::<Decimal32Type>(parse_decimal::<Decimal32Type>(s, *p, *sc).ok())
-        }
-        DataType::Decimal64(p, sc) => {
-            one::<Decimal64Type>(parse_decimal::<Decimal64Type>(s, *p, *sc).ok())
-        }
-        DataType::Decimal128(p, sc) => {
-            one::<Decimal128Type>(parse_decimal::<Decimal128Type>(s, *p, *sc).ok())
-        }
-        DataType::Decimal256(p, sc) => {
-            one::<Decimal256Type>(parse_decimal::<Decimal256Type>(s, *p, *sc).ok())
-        }
+        DataType::Decimal32(p, sc) => decimal!(Decimal32Type, p, sc),
+        DataType::Decimal64(p, sc) => decimal!(Decimal64Type, p, sc),
+        DataType::Decimal128(p, sc) => decimal!(Decimal128Type, p, sc),
+        DataType::Decimal256(p, sc) => decimal!(Decimal256Type, p, sc),
         DataType::Interval(IntervalUnit::YearMonth) => {
             one::<IntervalYearMonthType>(parse_interval_year_month(s).ok())
         }
@@ -1519,6 +1529,9 @@ mod tests {
             DataType::Decimal256(76, 20),
             DataType::Decimal256(10, 2),
             DataType::Decimal256(50, 45),
+            DataType::Decimal128(5, 10),
+            DataType::Decimal32(10, 2),
+            DataType::Decimal64(0, 0),
             DataType::Boolean,
             DataType::Utf8,
             DataType::LargeUtf8,
