@@ -151,6 +151,23 @@ impl<T, E> Receiver<T, E> {
         }
     }
 
+    /// [`Receiver::blocking_next`], giving up after `period` (`None`) so the
+    /// caller can act while it waits. Outside a tokio runtime it waits as
+    /// long as it takes.
+    pub fn blocking_next_within(&mut self, period: Duration) -> Option<Next<T, E>> {
+        if let Some(failed) = self.take_failure() {
+            return Some(failed);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Some(self.blocking_next());
+        };
+        match runtime.block_on(tokio::time::timeout(period, self.rx.recv())) {
+            Ok(Some(item)) => Some(Next::Item(item)),
+            Ok(None) => Some(self.ended()),
+            Err(_) => None,
+        }
+    }
+
     /// The next step, from async code.
     pub fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Next<T, E>> {
         if let Some(failed) = self.take_failure() {

@@ -156,13 +156,17 @@ impl Hangar {
     }
 
     /// The service as tonic serves it: message size limits applied both ways,
-    /// and wrapped so DoPut can tell a clean end of stream from a cancel.
+    /// and wrapped so DoPut can tell a clean end of stream from a cancel and
+    /// its messages draw from the memory budget as they arrive.
     pub fn into_server(self) -> TrackEndOfStream<FlightServiceServer<Hangar>> {
         let limit = self.limits.max_message_bytes;
-        TrackEndOfStream::new(
+        let budget = self.memory.clone();
+        TrackEndOfStream::with_budget(
             FlightServiceServer::new(self)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
+            budget,
+            limit,
         )
     }
 
@@ -429,6 +433,9 @@ fn inbound_error(status: Status, limit: usize) -> Error {
                  send smaller batches or raise the server's limit"
             ))
         }
+        // The transport's own refusals (the budget, the request caps) are
+        // already worded for the client.
+        Code::ResourceExhausted => Error::ResourceExhausted(status.message().to_string()),
         Code::Cancelled | Code::Unknown | Code::Unavailable => Error::Cancelled(format!(
             "the client aborted the stream: {}",
             status.message()

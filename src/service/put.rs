@@ -10,7 +10,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{descriptor_name, inbound_error, BoxStream, Hangar};
 use crate::auth::Operation;
-use crate::budget::Grant;
+use crate::budget::{Grant, Inbound};
 use crate::error::{Error, Result};
 use crate::ipc::{Decoded, Decoder};
 use crate::json::Value;
@@ -29,9 +29,20 @@ pub(super) async fn do_put(
     // Set by the transport only when the HTTP/2 body ended with END_STREAM;
     // tonic reports a cancel (RST_STREAM) as a clean end too.
     let clean_end = request.extensions().get::<CleanEnd>().cloned();
+    // The grants of messages the transport took in (absent when the service
+    // runs without its transport wrapper, as in unit tests).
+    let arrivals = request.extensions().get::<Inbound>().cloned();
     let mut inbound = request.into_inner();
     let idle = service.limits.idle_timeout;
+    let waiting = arrivals.clone();
     let stalled = move || {
+        if waiting.as_ref().is_some_and(Inbound::waiting_for_memory) {
+            return Error::ResourceExhausted(format!(
+                "the server's memory budget is spent: the next message could not be taken in \
+                 within {} s; the previous version is kept (raise --memory-limit or retry later)",
+                idle.as_secs()
+            ));
+        }
         Error::DeadlineExceeded(format!(
             "no data for {} s: upload aborted (--idle-timeout); the previous version is kept",
             idle.as_secs()
@@ -72,8 +83,9 @@ pub(super) async fn do_put(
     let (reply_tx, reply_rx) = tokio::sync::mpsc::channel::<Result<PutResult, Status>>(1);
     let store = service.store.clone();
     let memory = service.memory.empty();
-    let worker =
-        tokio::task::spawn_blocking(move || ingest(&store, &name, first, data_rx, memory, idle));
+    let worker = tokio::task::spawn_blocking(move || {
+        ingest(&store, &name, first, data_rx, memory, arrivals, idle)
+    });
 
     let mut abandon = service.abandon.subscribe();
     tokio::spawn(async move {
@@ -160,6 +172,10 @@ pub(super) async fn do_put(
     Ok(Response::new(Box::pin(ReceiverStream::new(reply_rx))))
 }
 
+/// How often an upload waiting for its next message checks whether the
+/// transport holds that message back for memory.
+const MEMORY_CHECK: Duration = Duration::from_millis(20);
+
 struct PutSummary {
     rows: u64,
     bytes: u64,
@@ -172,13 +188,16 @@ struct PutSummary {
 /// `memory` holds this upload's share of the budget: the batch being written
 /// plus the writer's buffered row group. Growing it waits up to `wait` (the
 /// idle timeout); meanwhile the channel fills and HTTP/2 flow control stops
-/// the client.
+/// the client. `arrivals` holds a grant per message received and not yet
+/// decoded, taken in order: a batch's grant passes into `memory`, others
+/// are returned once their message is decoded.
 fn ingest(
     store: &Store,
     name: &str,
     first: FlightData,
     mut rx: stream::Receiver<FlightData, Error>,
     mut memory: Grant,
+    arrivals: Option<Inbound>,
     wait: Duration,
 ) -> Result<PutSummary> {
     let mut decoder = Decoder::new();
@@ -186,13 +205,33 @@ fn ingest(
     let mut next = Some(first);
     loop {
         if let Some(data) = next.take() {
-            match decoder.decode(&data)? {
+            let arrived = arrivals.as_ref().and_then(Inbound::next_message);
+            let decoded = decoder.decode(&data)?;
+            // Arrow copies buffers that are not aligned in the message (most
+            // are: the body sits wherever protobuf framing left it), so the
+            // message is often no longer needed: free it before writing
+            // rather than hold a second copy of the batch.
+            drop(data);
+            match decoded {
                 Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
                 Decoded::Batch(batch) => match upload.as_mut() {
                     Some(upload) => {
                         let batch_bytes = batch.get_array_memory_size() as u64;
                         let wanted = upload.buffered_bytes() + batch_bytes;
-                        if memory.resize(wanted, Duration::ZERO).is_err() {
+                        if let Some(arrived) = arrived {
+                            // The transport waited for this message's memory
+                            // as it arrived, so the batch decoded from it is
+                            // held, not waited for: waiting here could be on
+                            // this upload's own next message. Under pressure
+                            // the row group still goes out early, so uploads
+                            // do not stall one another.
+                            memory.absorb(arrived);
+                            memory.hold_now(wanted);
+                            if memory.pool_is_spent() && upload.buffered_bytes() > 0 {
+                                upload.flush()?;
+                                memory.hold_now(upload.buffered_bytes() + batch_bytes);
+                            }
+                        } else if memory.resize(wanted, Duration::ZERO).is_err() {
                             // Under memory pressure an upload writes its row
                             // group out early rather than wait while holding
                             // it: uploads that each held part of the budget
@@ -216,7 +255,26 @@ fn ingest(
                 Decoded::Nothing => {}
             }
         }
-        match rx.blocking_next() {
+        let step = loop {
+            let Some(arrivals) = &arrivals else {
+                break rx.blocking_next();
+            };
+            if let Some(step) = rx.blocking_next_within(MEMORY_CHECK) {
+                break step;
+            }
+            // The transport is holding this upload's next message back for
+            // memory: the row group this upload buffers may be what the
+            // budget lacks, and waiting while holding it could stall every
+            // upload at once. Write it out (a smaller row group, the same
+            // data) and give its memory back.
+            if let Some(upload) = upload.as_mut() {
+                if arrivals.waiting_for_memory() && upload.buffered_bytes() > 0 {
+                    upload.flush()?;
+                    memory.hold_now(upload.buffered_bytes());
+                }
+            }
+        };
+        match step {
             Next::Item(data) => next = Some(data),
             Next::End => break,
             Next::Failed(err) => return Err(err),

@@ -1,8 +1,15 @@
 //! The request body wrapper: it tells DoPut whether a request stream really
-//! ended cleanly (END_STREAM, not a cancel) and caps every other request's size.
+//! ended cleanly (END_STREAM, not a cancel), takes each DoPut message's
+//! memory from the budget before the message is read, and caps every other
+//! request's size.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+
+use tonic::codegen::Body as _;
+
+use crate::budget::{Budget, Grant, Inbound};
 
 /// Whether a request's HTTP/2 body ended cleanly (END_STREAM), as opposed to a
 /// cancel (RST_STREAM), which tonic reports to handlers as a normal end.
@@ -21,13 +28,133 @@ impl CleanEnd {
 /// or not, cannot make the server buffer a 64 MiB GetFlightInfo request.
 pub const MAX_SMALL_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Where a DoPut body stands in its gRPC framing: each message is a 5-byte
+/// prefix (compression flag, big-endian length) and that many bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Framing {
+    prefix: [u8; 5],
+    /// Bytes of the current prefix seen so far.
+    have: usize,
+    /// Bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl Framing {
+    /// Moves over `data`, returning the lengths of the messages whose
+    /// prefixes complete in it.
+    fn advance(&mut self, mut data: &[u8]) -> Vec<u64> {
+        let mut started = Vec::new();
+        loop {
+            let skip = self.remaining.min(data.len() as u64) as usize;
+            self.remaining -= skip as u64;
+            data = &data[skip..];
+            if data.is_empty() {
+                return started;
+            }
+            let take = (5 - self.have).min(data.len());
+            self.prefix[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            data = &data[take..];
+            if self.have == 5 {
+                let mut length = [0u8; 4];
+                length.copy_from_slice(&self.prefix[1..]);
+                self.remaining = u64::from(u32::from_be_bytes(length));
+                self.have = 0;
+                started.push(self.remaining);
+            }
+        }
+    }
+}
+
+/// A DoPut body's share of the memory budget (see [`Inbound`]).
+struct Reserve {
+    budget: Budget,
+    /// Messages longer than this are left to tonic, which refuses them.
+    max_message: u64,
+    framing: Framing,
+    inbound: Inbound,
+    /// A frame that starts messages the budget has no room for yet.
+    held: Option<http_body::Frame<prost::bytes::Bytes>>,
+}
+
+impl Reserve {
+    /// Takes from the budget the memory of every message `frame` starts; on
+    /// success the frame may go on to tonic.
+    fn admit(&mut self, frame: &http_body::Frame<prost::bytes::Bytes>) -> bool {
+        let Some(data) = frame.data_ref() else {
+            return true;
+        };
+        let mut framing = self.framing;
+        let lengths = framing.advance(data);
+        // Every message gets a grant, if an empty one, so the handler's
+        // grants stay in step with its messages.
+        let counted = |length: u64| {
+            if length <= self.max_message {
+                length
+            } else {
+                0
+            }
+        };
+        let wanted: u64 = lengths.iter().map(|&length| counted(length)).sum();
+        let mut all = match wanted {
+            0 => self.budget.empty(),
+            _ => match self.budget.try_acquire(wanted) {
+                Some(grant) => grant,
+                None => return false,
+            },
+        };
+        let grants: Vec<Grant> = lengths
+            .iter()
+            .map(|&length| all.split(counted(length)))
+            .collect();
+        self.inbound.arrived(grants);
+        self.framing = framing;
+        true
+    }
+}
+
 /// A request body as the service sees it: it records a clean end of stream,
-/// and fails once it carries more than `limit` bytes.
+/// reserves DoPut messages' memory, and fails once a request other than
+/// DoPut carries more than `limit` bytes.
 struct TrackEnd {
     inner: tonic::body::Body,
     clean: CleanEnd,
     seen: usize,
     limit: Option<usize>,
+    reserve: Option<Reserve>,
+}
+
+impl TrackEnd {
+    /// The next frame from the client, or a frame held back for memory once
+    /// the budget has room for it (until then, the client's HTTP/2 window
+    /// fills and it stops sending).
+    fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<prost::bytes::Bytes>, tonic::Status>>> {
+        let Some(reserve) = self.reserve.as_mut() else {
+            return Pin::new(&mut self.inner).poll_frame(cx);
+        };
+        let frame = match reserve.held.take() {
+            Some(frame) => frame,
+            None => match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other,
+            },
+        };
+        if reserve.admit(&frame) {
+            reserve.inbound.set_waiting(false);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        reserve.budget.wake_on_release(cx.waker());
+        if reserve.admit(&frame) {
+            reserve.inbound.set_waiting(false);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        reserve.held = Some(frame);
+        reserve.inbound.set_waiting(true);
+        Poll::Pending
+    }
 }
 
 impl tonic::codegen::Body for TrackEnd {
@@ -37,23 +164,21 @@ impl tonic::codegen::Body for TrackEnd {
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = self.poll_next(cx);
         match &polled {
-            std::task::Poll::Ready(None) => {
+            Poll::Ready(None) => {
                 self.clean
                     .0
                     .store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            std::task::Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len());
                 self.seen = self.seen.saturating_add(len);
                 if let Some(limit) = self.limit.filter(|&limit| self.seen > limit) {
-                    return std::task::Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
-                        format!(
-                            "request larger than {limit} bytes: only DoPut carries large messages"
-                        ),
-                    ))));
+                    return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
+                        "request larger than {limit} bytes: only DoPut carries large messages"
+                    )))));
                 }
             }
             _ => {}
@@ -62,7 +187,7 @@ impl tonic::codegen::Body for TrackEnd {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.reserve.as_ref().is_none_or(|r| r.held.is_none()) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -70,14 +195,31 @@ impl tonic::codegen::Body for TrackEnd {
     }
 }
 
-/// Wraps the service so every request carries a [`CleanEnd`] flag and every
-/// request but DoPut's is capped at [`MAX_SMALL_REQUEST_BYTES`].
+/// Wraps the service so every request carries a [`CleanEnd`] flag, every
+/// request but DoPut's is capped at [`MAX_SMALL_REQUEST_BYTES`], and, given a
+/// budget, DoPut's messages draw from it (an [`Inbound`] in the request's
+/// extensions hands their grants to the handler).
 #[derive(Debug, Clone)]
-pub struct TrackEndOfStream<S>(S);
+pub struct TrackEndOfStream<S> {
+    service: S,
+    budget: Option<(Budget, u64)>,
+}
 
 impl<S> TrackEndOfStream<S> {
     pub fn new(service: S) -> TrackEndOfStream<S> {
-        TrackEndOfStream(service)
+        TrackEndOfStream {
+            service,
+            budget: None,
+        }
+    }
+
+    /// DoPut messages up to `max_message` bytes take their memory from
+    /// `budget` as they arrive.
+    pub fn with_budget(service: S, budget: Budget, max_message: usize) -> TrackEndOfStream<S> {
+        TrackEndOfStream {
+            service,
+            budget: Some((budget, max_message as u64)),
+        }
     }
 }
 
@@ -94,22 +236,38 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
+        self.service.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: tonic::codegen::http::Request<tonic::body::Body>) -> S::Future {
         let clean = CleanEnd::default();
         request.extensions_mut().insert(clean.clone());
-        let limit = (!request.uri().path().ends_with("/DoPut")).then_some(MAX_SMALL_REQUEST_BYTES);
+        let put = request.uri().path().ends_with("/DoPut");
+        let limit = (!put).then_some(MAX_SMALL_REQUEST_BYTES);
+        let reserve = match (&self.budget, put) {
+            (Some((budget, max_message)), true) => {
+                let inbound = Inbound::default();
+                request.extensions_mut().insert(inbound.clone());
+                Some(Reserve {
+                    budget: budget.clone(),
+                    max_message: *max_message,
+                    framing: Framing::default(),
+                    inbound,
+                    held: None,
+                })
+            }
+            _ => None,
+        };
         let request = request.map(|inner| {
             tonic::body::Body::new(TrackEnd {
                 inner,
                 clean,
                 seen: 0,
                 limit,
+                reserve,
             })
         });
-        self.0.call(request)
+        self.service.call(request)
     }
 }
 
