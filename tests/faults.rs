@@ -92,18 +92,12 @@ fn start_on(repo: &Path) -> TestServer {
 
 /// Threads of a process (`Threads:` in /proc/PID/status).
 fn threads(pid: u32) -> usize {
-    status_field(pid, "Threads:").unwrap_or(0) as usize
+    common::status_field(pid, "Threads:").unwrap_or(0) as usize
 }
 
 /// Resident memory of a process in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    status_field(pid, "VmRSS:").unwrap_or(0)
-}
-
-fn status_field(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..].split_whitespace().next()?.parse().ok()
+    common::status_field(pid, "VmRSS:").unwrap_or(0)
 }
 
 /// Open file descriptors of a process, with what each points to.

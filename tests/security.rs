@@ -79,13 +79,7 @@ async fn list_with(client: &mut FlightServiceClient<Channel>, token: &str) -> Re
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    common::status_field(pid, "VmRSS:").unwrap()
 }
 
 async fn bounded<F: std::future::Future>(what: &str, body: F) -> F::Output {

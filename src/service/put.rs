@@ -188,9 +188,9 @@ struct PutSummary {
 /// `memory` holds this upload's share of the budget: the batch being written
 /// plus the writer's buffered row group. Growing it waits up to `wait` (the
 /// idle timeout); meanwhile the channel fills and HTTP/2 flow control stops
-/// the client. `arrivals` holds a grant per message received and not yet
-/// decoded, taken in order: a batch's grant passes into `memory`, others
-/// are returned once their message is decoded.
+/// the client. `arrivals` (from the transport, see [`Inbound`]) holds a
+/// grant per message received and not yet decoded, taken in order and
+/// returned once the message is decoded and let go of.
 fn ingest(
     store: &Store,
     name: &str,
@@ -205,6 +205,8 @@ fn ingest(
     let mut next = Some(first);
     loop {
         if let Some(data) = next.take() {
+            // The grant that came with the message: a receive buffer that
+            // can go once the message is decoded and let go of.
             let arrived = arrivals.as_ref().and_then(Inbound::next_message);
             let decoded = decoder.decode(&data)?;
             // Arrow copies buffers that are not aligned in the message (most
@@ -212,20 +214,23 @@ fn ingest(
             // message is often no longer needed: free it before writing
             // rather than hold a second copy of the batch.
             drop(data);
+            drop(arrived);
+            if let Some(arrivals) = &arrivals {
+                arrivals.consumed_one();
+            }
             match decoded {
                 Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
                 Decoded::Batch(batch) => match upload.as_mut() {
                     Some(upload) => {
                         let batch_bytes = batch.get_array_memory_size() as u64;
                         let wanted = upload.buffered_bytes() + batch_bytes;
-                        if let Some(arrived) = arrived {
+                        if arrivals.is_some() {
                             // The transport waited for this message's memory
                             // as it arrived, so the batch decoded from it is
                             // held, not waited for: waiting here could be on
                             // this upload's own next message. Under pressure
                             // the row group still goes out early, so uploads
                             // do not stall one another.
-                            memory.absorb(arrived);
                             memory.hold_now(wanted);
                             if memory.pool_is_spent() && upload.buffered_bytes() > 0 {
                                 upload.flush()?;

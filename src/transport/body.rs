@@ -73,41 +73,91 @@ struct Reserve {
     max_message: u64,
     framing: Framing,
     inbound: Inbound,
+    /// tonic's current receive buffer: its length and the grant for it.
+    buffer_len: u64,
+    buffer: Grant,
+    /// Messages whose headers have been admitted.
+    admitted: u64,
     /// A frame that starts messages the budget has no room for yet.
     held: Option<http_body::Frame<prost::bytes::Bytes>>,
 }
 
+/// How tonic will hold one message that a frame starts.
+enum Plan {
+    /// In the buffer it has (grown by this many bytes): every earlier
+    /// message is consumed, so the buffer is free to reuse.
+    Reuse(u64),
+    /// In a new buffer of this many bytes, the old one still being held by
+    /// earlier messages.
+    Fresh(u64),
+}
+
 impl Reserve {
-    /// Takes from the budget the memory of every message `frame` starts; on
-    /// success the frame may go on to tonic.
+    /// Takes from the budget the memory tonic will need for the messages
+    /// `frame` starts; on success the frame may go on to tonic.
     fn admit(&mut self, frame: &http_body::Frame<prost::bytes::Bytes>) -> bool {
         let Some(data) = frame.data_ref() else {
             return true;
         };
         let mut framing = self.framing;
         let lengths = framing.advance(data);
-        // Every message gets a grant, if an empty one, so the handler's
-        // grants stay in step with its messages.
-        let counted = |length: u64| {
-            if length <= self.max_message {
-                length
-            } else {
-                0
-            }
+        let consumed = self.inbound.consumed();
+        let mut buffer_len = self.buffer_len;
+        let mut need = 0u64;
+        let plans: Vec<Plan> = (self.admitted..)
+            .zip(&lengths)
+            .map(|(index, &length)| {
+                // tonic refuses a message over the limit: nothing to hold.
+                let length = if length <= self.max_message {
+                    length
+                } else {
+                    0
+                };
+                if consumed >= index {
+                    let grow = length.saturating_sub(buffer_len);
+                    buffer_len = buffer_len.max(length);
+                    need += grow;
+                    Plan::Reuse(grow)
+                } else {
+                    buffer_len = length;
+                    need += length;
+                    Plan::Fresh(length)
+                }
+            })
+            .collect();
+        // What this stream already holds never stands in its own way: a
+        // message too large for the room beside it goes through once half of
+        // that room is free, on what is free (as a batch larger than the
+        // whole budget does), rather than wait for the rest of the budget to
+        // empty, which other uploads' small buffers may never let happen.
+        let room = self.budget.limit().saturating_sub(self.buffer.bytes());
+        let want = match need <= room {
+            true => need,
+            false => match self.budget.free() {
+                free if free >= room / 2 => free.min(room),
+                _ => return false,
+            },
         };
-        let wanted: u64 = lengths.iter().map(|&length| counted(length)).sum();
-        let mut all = match wanted {
+        let mut fresh = match want {
             0 => self.budget.empty(),
-            _ => match self.budget.try_acquire(wanted) {
+            want => match self.budget.try_acquire(want) {
                 Some(grant) => grant,
                 None => return false,
             },
         };
-        let grants: Vec<Grant> = lengths
-            .iter()
-            .map(|&length| all.split(counted(length)))
+        let grants: Vec<Grant> = plans
+            .into_iter()
+            .map(|plan| match plan {
+                Plan::Reuse(grow) => {
+                    self.buffer.absorb(fresh.split(grow));
+                    self.budget.empty()
+                }
+                Plan::Fresh(length) => std::mem::replace(&mut self.buffer, fresh.split(length)),
+            })
             .collect();
+        self.admitted += grants.len() as u64;
         self.inbound.arrived(grants);
+        self.buffer_len = buffer_len;
         self.framing = framing;
         true
     }
@@ -253,6 +303,9 @@ where
                     max_message: *max_message,
                     framing: Framing::default(),
                     inbound,
+                    buffer_len: 0,
+                    buffer: budget.empty(),
+                    admitted: 0,
                     held: None,
                 })
             }
@@ -273,4 +326,79 @@ where
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for TrackEndOfStream<S> {
     const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc_stream(lengths: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &length in lengths {
+            out.push(0);
+            out.extend_from_slice(&length.to_be_bytes());
+            out.extend(std::iter::repeat_n(7u8, length as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn message_headers_are_found_however_the_stream_is_cut() {
+        let lengths = [132u32, 0, 5, 70_000, 1, 16_384];
+        let stream = grpc_stream(&lengths);
+        for cut in [1usize, 2, 3, 4, 5, 6, 7, 1000, 16_384, stream.len()] {
+            let mut framing = Framing::default();
+            let found: Vec<u64> = stream
+                .chunks(cut)
+                .flat_map(|chunk| framing.advance(chunk))
+                .collect();
+            let expected: Vec<u64> = lengths.iter().map(|&l| u64::from(l)).collect();
+            assert_eq!(found, expected, "cut into {cut}-byte frames");
+            assert_eq!((framing.have, framing.remaining), (0, 0));
+        }
+    }
+
+    fn reserve(budget: &Budget) -> Reserve {
+        Reserve {
+            budget: budget.clone(),
+            max_message: 1 << 20,
+            framing: Framing::default(),
+            inbound: Inbound::default(),
+            buffer_len: 0,
+            buffer: budget.empty(),
+            admitted: 0,
+            held: None,
+        }
+    }
+
+    fn frame(bytes: &[u8]) -> http_body::Frame<prost::bytes::Bytes> {
+        http_body::Frame::data(prost::bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    #[test]
+    fn a_message_is_admitted_only_when_the_budget_has_room_for_its_buffer() {
+        let budget = Budget::new(1000);
+        let mut put = reserve(&budget);
+        let stream = grpc_stream(&[600, 600]);
+        // The first message's header: 600 bytes of receive buffer.
+        assert!(put.admit(&frame(&stream[..10])));
+        assert_eq!(budget.used(), 600);
+        // Someone else takes 300: the second message, arriving before the
+        // writer consumed the first, needs a buffer of its own and waits.
+        let other = budget.try_acquire(300).unwrap();
+        let second = frame(&stream[10..610]);
+        assert!(!put.admit(&second));
+        assert_eq!(budget.used(), 900);
+        // Once the writer has consumed the first, tonic reuses its buffer:
+        // nothing more is needed, and the grant that travelled with the
+        // first message is empty.
+        put.inbound.next_message();
+        put.inbound.consumed_one();
+        assert!(put.admit(&second));
+        assert_eq!(budget.used(), 900);
+        drop(other);
+        // The buffer is returned with the stream.
+        drop(put);
+        assert_eq!(budget.used(), 0);
+    }
 }

@@ -715,6 +715,15 @@ pub fn parse_put_result(app_metadata: &[u8]) -> PutSummary {
     PutSummary { rows, bytes }
 }
 
+/// A numeric field of `/proc/PID/status` (`VmRSS:`, `VmHWM:` in KiB,
+/// `Threads:`), or `None` if the process or the field is gone.
+#[allow(dead_code)]
+pub fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// Sends already-encoded FlightData messages with DoPut and collects every
 /// PutResult; an error from the call or from the reply stream is returned.
 pub async fn put_flight_data(
