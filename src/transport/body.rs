@@ -101,6 +101,11 @@ impl Reserve {
         };
         let mut framing = self.framing;
         let lengths = framing.advance(data);
+        if lengths.is_empty() {
+            // Most frames only carry the middle of a message.
+            self.framing = framing;
+            return true;
+        }
         let consumed = self.inbound.consumed();
         let mut buffer_len = self.buffer_len;
         let mut need = 0u64;
