@@ -356,6 +356,8 @@ struct InboundInner {
     grants: Mutex<VecDeque<Grant>>,
     /// Messages the writer has consumed (decoded and let go of).
     consumed: std::sync::atomic::AtomicU64,
+    /// The transport, waiting for a consumed message to free tonic's buffer.
+    waker: Mutex<Option<Waker>>,
     /// The transport holds a message back because the budget is spent.
     waiting: AtomicBool,
 }
@@ -369,6 +371,20 @@ impl Inbound {
     /// The writer is done with one more message (its bytes may be freed).
     pub fn consumed_one(&self) {
         self.0.consumed.fetch_add(1, Ordering::SeqCst);
+        let waker = self
+            .0
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Wakes `waker` when the writer next consumes a message.
+    pub fn wake_when_consumed(&self, waker: &Waker) {
+        *self.0.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker.clone());
     }
 
     pub fn consumed(&self) -> u64 {

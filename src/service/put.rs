@@ -214,10 +214,12 @@ fn ingest(
             // message is often no longer needed: free it before writing
             // rather than hold a second copy of the batch.
             drop(data);
-            drop(arrived);
+            // Counted as consumed before its grant goes back, so the
+            // transport, woken by either, sees tonic's buffer free to reuse.
             if let Some(arrivals) = &arrivals {
                 arrivals.consumed_one();
             }
+            drop(arrived);
             match decoded {
                 Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
                 Decoded::Batch(batch) => match upload.as_mut() {

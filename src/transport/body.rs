@@ -40,27 +40,30 @@ struct Framing {
 }
 
 impl Framing {
-    /// Moves over `data`, returning the lengths of the messages whose
-    /// prefixes complete in it.
-    fn advance(&mut self, mut data: &[u8]) -> Vec<u64> {
+    /// Moves over `data`, returning for each message whose prefix completes
+    /// in it where that prefix starts in `data` (0 if it began in an earlier
+    /// frame) and the message's length.
+    fn advance(&mut self, data: &[u8]) -> Vec<(usize, u64)> {
         let mut started = Vec::new();
+        let mut at = 0;
         loop {
-            let skip = self.remaining.min(data.len() as u64) as usize;
+            let skip = self.remaining.min((data.len() - at) as u64) as usize;
             self.remaining -= skip as u64;
-            data = &data[skip..];
-            if data.is_empty() {
+            at += skip;
+            if at == data.len() {
                 return started;
             }
-            let take = (5 - self.have).min(data.len());
-            self.prefix[self.have..self.have + take].copy_from_slice(&data[..take]);
+            let start = if self.have == 0 { at } else { 0 };
+            let take = (5 - self.have).min(data.len() - at);
+            self.prefix[self.have..self.have + take].copy_from_slice(&data[at..at + take]);
             self.have += take;
-            data = &data[take..];
+            at += take;
             if self.have == 5 {
                 let mut length = [0u8; 4];
                 length.copy_from_slice(&self.prefix[1..]);
                 self.remaining = u64::from(u32::from_be_bytes(length));
                 self.have = 0;
-                started.push(self.remaining);
+                started.push((start, self.remaining));
             }
         }
     }
@@ -93,6 +96,13 @@ enum Plan {
 }
 
 impl Reserve {
+    /// How many bytes of `data` come before the first message header it
+    /// starts (0 if that header began in an earlier frame).
+    fn lead(&self, data: &[u8]) -> usize {
+        let mut framing = self.framing;
+        framing.advance(data).first().map_or(0, |&(start, _)| start)
+    }
+
     /// Takes from the budget the memory tonic will need for the messages
     /// `frame` starts; on success the frame may go on to tonic.
     fn admit(&mut self, frame: &http_body::Frame<prost::bytes::Bytes>) -> bool {
@@ -100,7 +110,7 @@ impl Reserve {
             return true;
         };
         let mut framing = self.framing;
-        let lengths = framing.advance(data);
+        let lengths: Vec<u64> = framing.advance(data).into_iter().map(|(_, l)| l).collect();
         if lengths.is_empty() {
             // Most frames only carry the middle of a message.
             self.framing = framing;
@@ -201,14 +211,37 @@ impl TrackEnd {
             reserve.inbound.set_waiting(false);
             return Poll::Ready(Some(Ok(frame)));
         }
+        // Woken when memory is released or the writer consumes a message
+        // (after which tonic may reuse its buffer); registered before the
+        // second try, so neither is missed.
         reserve.budget.wake_on_release(cx.waker());
+        reserve.inbound.wake_when_consumed(cx.waker());
         if reserve.admit(&frame) {
             reserve.inbound.set_waiting(false);
             return Poll::Ready(Some(Ok(frame)));
         }
-        reserve.held = Some(frame);
-        reserve.inbound.set_waiting(true);
-        Poll::Pending
+        // The frame may end one message before it starts the next: that
+        // end goes on, so the message it completes can be consumed and its
+        // memory returned; only the new message waits.
+        let lead = frame.data_ref().map_or(0, |data| reserve.lead(data));
+        match frame.into_data() {
+            Ok(mut data) if lead > 0 => {
+                let rest = data.split_off(lead);
+                reserve.framing.advance(&data);
+                reserve.held = Some(http_body::Frame::data(rest));
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            Ok(data) => {
+                reserve.held = Some(http_body::Frame::data(data));
+                reserve.inbound.set_waiting(true);
+                Poll::Pending
+            }
+            Err(frame) => {
+                reserve.held = Some(frame);
+                reserve.inbound.set_waiting(true);
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -356,6 +389,7 @@ mod tests {
             let found: Vec<u64> = stream
                 .chunks(cut)
                 .flat_map(|chunk| framing.advance(chunk))
+                .map(|(_, length)| length)
                 .collect();
             let expected: Vec<u64> = lengths.iter().map(|&l| u64::from(l)).collect();
             assert_eq!(found, expected, "cut into {cut}-byte frames");
@@ -402,6 +436,15 @@ mod tests {
         assert!(put.admit(&second));
         assert_eq!(budget.used(), 900);
         drop(other);
+        // A frame that ends one message and starts another: only the part
+        // from the new header on has to wait.
+        let third = grpc_stream(&[600, 600, 600]);
+        let mut split = reserve(&budget);
+        split.framing.advance(&third[..10]);
+        assert_eq!(split.lead(&third[10..700]), 605 - 10);
+        // A header begun in an earlier frame: nothing before it to let go.
+        split.framing.advance(&third[10..607]);
+        assert_eq!(split.lead(&third[607..700]), 0);
         // The buffer is returned with the stream.
         drop(put);
         assert_eq!(budget.used(), 0);
