@@ -29,14 +29,18 @@ pub(super) async fn do_put(
     // Set by the transport only when the HTTP/2 body ended with END_STREAM;
     // tonic reports a cancel (RST_STREAM) as a clean end too.
     let clean_end = request.extensions().get::<CleanEnd>().cloned();
-    // The grants of messages the transport took in (absent when the service
-    // runs without its transport wrapper, as in unit tests).
-    let arrivals = request.extensions().get::<Inbound>().cloned();
+    // The grants of messages the transport took in (`into_server` always
+    // installs it; without it, an empty queue that never waits stands in).
+    let arrivals = request
+        .extensions()
+        .get::<Inbound>()
+        .cloned()
+        .unwrap_or_default();
     let mut inbound = request.into_inner();
     let idle = service.limits.idle_timeout;
     let waiting = arrivals.clone();
     let stalled = move || {
-        if waiting.as_ref().is_some_and(Inbound::waiting_for_memory) {
+        if waiting.waiting_for_memory() {
             return Error::ResourceExhausted(format!(
                 "the server's memory budget is spent: the next message could not be taken in \
                  within {} s; the previous version is kept (raise --memory-limit or retry later)",
@@ -84,7 +88,7 @@ pub(super) async fn do_put(
     let store = service.store.clone();
     let memory = service.memory.empty();
     let worker = tokio::task::spawn_blocking(move || {
-        ingest(&store, &name, first, data_rx, memory, arrivals, idle)
+        ingest(&store, &name, first, data_rx, memory, &arrivals)
     });
 
     let mut abandon = service.abandon.subscribe();
@@ -186,19 +190,18 @@ struct PutSummary {
 /// the upload, which removes the temporary file and leaves the old dataset.
 ///
 /// `memory` holds this upload's share of the budget: the batch being written
-/// plus the writer's buffered row group. Growing it waits up to `wait` (the
-/// idle timeout); meanwhile the channel fills and HTTP/2 flow control stops
-/// the client. `arrivals` (from the transport, see [`Inbound`]) holds a
-/// grant per message received and not yet decoded, taken in order and
-/// returned once the message is decoded and let go of.
+/// plus the writer's buffered row group, held without waiting (the transport
+/// already waited for each message's memory; meanwhile HTTP/2 flow control
+/// stopped the client). `arrivals` (from the transport, see [`Inbound`])
+/// holds a grant per message received and not yet decoded, taken in order
+/// and returned once the message is decoded and let go of.
 fn ingest(
     store: &Store,
     name: &str,
     first: FlightData,
     mut rx: stream::Receiver<FlightData, Error>,
     mut memory: Grant,
-    arrivals: Option<Inbound>,
-    wait: Duration,
+    arrivals: &Inbound,
 ) -> Result<PutSummary> {
     let mut decoder = Decoder::new();
     let mut upload = None;
@@ -207,7 +210,7 @@ fn ingest(
         if let Some(data) = next.take() {
             // The grant that came with the message: a receive buffer that
             // can go once the message is decoded and let go of.
-            let arrived = arrivals.as_ref().and_then(Inbound::next_message);
+            let arrived = arrivals.next_message();
             let decoded = decoder.decode(&data)?;
             // Arrow copies buffers that are not aligned in the message (most
             // are: the body sits wherever protobuf framing left it), so the
@@ -216,9 +219,7 @@ fn ingest(
             drop(data);
             // Counted as consumed before its grant goes back, so the
             // transport, woken by either, sees tonic's buffer free to reuse.
-            if let Some(arrivals) = &arrivals {
-                arrivals.consumed_one();
-            }
+            arrivals.consumed_one();
             drop(arrived);
             match decoded {
                 Decoded::Schema(schema) => upload = Some(store.create(name, schema)?),
@@ -226,26 +227,16 @@ fn ingest(
                     Some(upload) => {
                         let batch_bytes = batch.get_array_memory_size() as u64;
                         let wanted = upload.buffered_bytes() + batch_bytes;
-                        if arrivals.is_some() {
-                            // The transport waited for this message's memory
-                            // as it arrived, so the batch decoded from it is
-                            // held, not waited for: waiting here could be on
-                            // this upload's own next message. Under pressure
-                            // the row group still goes out early, so uploads
-                            // do not stall one another.
-                            memory.hold_now(wanted);
-                            if memory.pool_is_spent() && upload.buffered_bytes() > 0 {
-                                upload.flush()?;
-                                memory.hold_now(upload.buffered_bytes() + batch_bytes);
-                            }
-                        } else if memory.resize(wanted, Duration::ZERO).is_err() {
-                            // Under memory pressure an upload writes its row
-                            // group out early rather than wait while holding
-                            // it: uploads that each held part of the budget
-                            // and waited for more would stall one another.
+                        // The transport waited for this message's memory as
+                        // it arrived, so the batch decoded from it is held,
+                        // not waited for: waiting here could be on this
+                        // upload's own next message. Under pressure the row
+                        // group still goes out early, so uploads do not
+                        // stall one another.
+                        memory.hold_now(wanted);
+                        if memory.pool_is_spent() && upload.buffered_bytes() > 0 {
                             upload.flush()?;
-                            memory.hold_now(upload.buffered_bytes());
-                            memory.resize(upload.buffered_bytes() + batch_bytes, wait)?;
+                            memory.hold_now(upload.buffered_bytes() + batch_bytes);
                         }
                         upload.write(&batch)?;
                         drop(batch);
@@ -263,9 +254,6 @@ fn ingest(
             }
         }
         let step = loop {
-            let Some(arrivals) = &arrivals else {
-                break rx.blocking_next();
-            };
             if let Some(step) = rx.blocking_next_within(MEMORY_CHECK) {
                 break step;
             }

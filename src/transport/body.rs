@@ -223,25 +223,19 @@ impl TrackEnd {
         // The frame may end one message before it starts the next: that
         // end goes on, so the message it completes can be consumed and its
         // memory returned; only the new message waits.
-        let lead = frame.data_ref().map_or(0, |data| reserve.lead(data));
-        match frame.into_data() {
-            Ok(mut data) if lead > 0 => {
-                let rest = data.split_off(lead);
-                reserve.framing.advance(&data);
-                reserve.held = Some(http_body::Frame::data(rest));
-                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
-            }
-            Ok(data) => {
-                reserve.held = Some(http_body::Frame::data(data));
-                reserve.inbound.set_waiting(true);
-                Poll::Pending
-            }
-            Err(frame) => {
-                reserve.held = Some(frame);
-                reserve.inbound.set_waiting(true);
-                Poll::Pending
+        if let Some(data) = frame.data_ref() {
+            let lead = reserve.lead(data);
+            if lead > 0 {
+                let mut end = data.clone();
+                let start = end.split_off(lead);
+                reserve.framing.advance(&end);
+                reserve.held = Some(http_body::Frame::data(start));
+                return Poll::Ready(Some(Ok(http_body::Frame::data(end))));
             }
         }
+        reserve.held = Some(frame);
+        reserve.inbound.set_waiting(true);
+        Poll::Pending
     }
 }
 
